@@ -1,0 +1,1 @@
+"""Two-rank pipeline: strict wire protocol, authenticated transport, and the stage logic on top."""
