@@ -1,0 +1,227 @@
+// FP8 dequant-matmul kernels written once over a SIMD traits type S
+// (simd_avx512.h, simd_avx2.h); each ISA's .cpp instantiates them with its
+// own compiler flags.
+//
+// GEMV (M <= kGemvMaxRows): every weight byte is read once, decoded in
+// registers and multiplied with the M activation rows; block scales apply once
+// per (row, block). GEMM: BLIS structure; W is decoded a KC x NC panel at a time
+// into a per-thread buffer, X is packed once into MR-row panels, and a
+// register-blocked MR x 2W micro-kernel accumulates into y.
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+#include <cstdlib>
+#include <memory>
+#include <vector>
+
+#include "cpu/kernels.h"
+#include "cpu/thread_pool.h"
+
+namespace tandem::cpu::simd {
+
+// 2^8 undoes the fp16 decode trick; folded into each block scale.
+constexpr float kDecodeScale = 256.0f;
+
+struct AlignedFree {
+  void operator()(float* p) const { std::free(p); }
+};
+using AlignedBuf = std::unique_ptr<float[], AlignedFree>;
+inline AlignedBuf aligned_floats(size_t n) {
+  size_t bytes = ((n * sizeof(float) + 63) / 64) * 64;
+  return AlignedBuf(static_cast<float*>(std::aligned_alloc(64, bytes ? bytes : 64)));
+}
+
+// Splits [0, n) into `parts` contiguous ranges; returns range i.
+inline void split_range(int64_t n, int parts, int i, int64_t& lo, int64_t& hi) {
+  lo = n * i / parts;
+  hi = n * (i + 1) / parts;
+}
+
+template <class S, int M>
+void gemv_rows(const Fp8MatmulArgs& a, int64_t n0, int64_t n1) {
+  using V = typename S::V;
+  constexpr int W = S::W;
+  constexpr int U = M == 1 ? 4 : (M == 2 ? 2 : 1);  // independent FMA chains per row
+  const int64_t K = a.K, bk = a.bk, sc = a.scale_cols();
+  for (int64_t n = n0; n < n1; ++n) {
+    const uint8_t* wrow = a.codes + n * K;
+    const float* srow = a.scales + (n / a.bn) * sc;
+    V acc[M];
+    for (int m = 0; m < M; ++m) acc[m] = S::zero();
+    for (int64_t kb = 0; kb < K; kb += bk) {
+      const int64_t kend = std::min(K, kb + bk);
+      V part[M][U];
+      for (int m = 0; m < M; ++m)
+        for (int u = 0; u < U; ++u) part[m][u] = S::zero();
+      int64_t k = kb;
+      for (; k + U * W <= kend; k += U * W) {
+        for (int u = 0; u < U; ++u) {
+          V w = S::decode(wrow + k + u * W);
+          for (int m = 0; m < M; ++m)
+            part[m][u] = S::fma(w, S::load(a.x + m * K + k + u * W), part[m][u]);
+        }
+      }
+      for (; k + W <= kend; k += W) {
+        V w = S::decode(wrow + k);
+        for (int m = 0; m < M; ++m) part[m][0] = S::fma(w, S::load(a.x + m * K + k), part[m][0]);
+      }
+      if (k < kend) {
+        const int r = static_cast<int>(kend - k);
+        V w = S::decode_partial(wrow + k, r);
+        for (int m = 0; m < M; ++m)
+          part[m][0] = S::fma(w, S::load_partial(a.x + m * K + k, r), part[m][0]);
+      }
+      const V s = S::set1(srow[kb / bk] * kDecodeScale);
+      for (int m = 0; m < M; ++m) {
+        V p = part[m][0];
+        for (int u = 1; u < U; ++u) p = S::add(p, part[m][u]);
+        acc[m] = S::fma(p, s, acc[m]);
+      }
+    }
+    for (int m = 0; m < M; ++m) a.y[m * a.N + n] = S::reduce(acc[m]);
+  }
+}
+
+template <class S, int M>
+void gemv(const Fp8MatmulArgs& a) {
+  // Small problems stay on one thread; otherwise each thread streams one
+  // contiguous slab of weight rows.
+  const int parts = a.N * a.K < (1 << 16) ? 1 : num_threads();
+  parallel_for(parts, [&](int i) {
+    int64_t lo, hi;
+    split_range(a.N, parts, i, lo, hi);
+    gemv_rows<S, M>(a, lo, hi);
+  });
+}
+
+// Decodes codes[k0, k0 + kc) of one weight row with its block scales into out.
+template <class S>
+void decode_row(const Fp8MatmulArgs& a, int64_t n, int64_t k0, int64_t kc, float* out) {
+  constexpr int W = S::W;
+  const uint8_t* wrow = a.codes + n * a.K;
+  const float* srow = a.scales + (n / a.bn) * a.scale_cols();
+  for (int64_t k = k0; k < k0 + kc;) {
+    const int64_t seg_end = std::min(k0 + kc, (k / a.bk + 1) * a.bk);
+    const auto s = S::set1(srow[k / a.bk] * kDecodeScale);
+    for (; k + W <= seg_end; k += W)
+      S::store(out + (k - k0), S::fma(S::decode(wrow + k), s, S::zero()));
+    if (k < seg_end) {
+      const int r = static_cast<int>(seg_end - k);
+      alignas(64) float tmp[W];
+      S::store(tmp, S::fma(S::decode_partial(wrow + k, r), s, S::zero()));
+      std::copy(tmp, tmp + r, out + (k - k0));
+      k = seg_end;
+    }
+  }
+}
+
+// acc (MR x 2W) over kc steps; A panel [k][MR], B panel [k][2W].
+template <class S>
+inline void micro_kernel(int64_t kc, const float* A, const float* B, float* C, int64_t ldc,
+                         bool accumulate, int rows, int cols) {
+  using V = typename S::V;
+  constexpr int W = S::W, MR = S::MR, NR = 2 * W;
+  V c0[MR], c1[MR];
+  for (int r = 0; r < MR; ++r) c0[r] = c1[r] = S::zero();
+  for (int64_t k = 0; k < kc; ++k) {
+    const V b0 = S::load(B + k * NR), b1 = S::load(B + k * NR + W);
+    for (int r = 0; r < MR; ++r) {
+      const V ar = S::set1(A[k * MR + r]);
+      c0[r] = S::fma(ar, b0, c0[r]);
+      c1[r] = S::fma(ar, b1, c1[r]);
+    }
+  }
+  if (rows == MR && cols == NR) {
+    for (int r = 0; r < MR; ++r) {
+      float* c = C + r * ldc;
+      S::store(c, accumulate ? S::add(c0[r], S::load(c)) : c0[r]);
+      S::store(c + W, accumulate ? S::add(c1[r], S::load(c + W)) : c1[r]);
+    }
+    return;
+  }
+  alignas(64) float tile[NR];
+  for (int r = 0; r < rows; ++r) {
+    S::store(tile, c0[r]);
+    S::store(tile + W, c1[r]);
+    float* c = C + r * ldc;
+    for (int j = 0; j < cols; ++j) c[j] = accumulate ? c[j] + tile[j] : tile[j];
+  }
+}
+
+template <class S>
+void gemm(const Fp8MatmulArgs& a) {
+  constexpr int MR = S::MR, NR = 2 * S::W;
+  constexpr int64_t KC = 128, NC = 256;
+  const int64_t M = a.M, N = a.N, K = a.K;
+  const int64_t m_panels = (M + MR - 1) / MR;
+  const int64_t k_slabs = (K + KC - 1) / KC;
+
+  // Pack X once: slab p holds m_panels panels of [kc][MR], rows past M zeroed.
+  AlignedBuf A = aligned_floats(static_cast<size_t>(m_panels * MR * K));
+  parallel_for(static_cast<int>(std::min<int64_t>(m_panels, 4 * num_threads())), [&](int t) {
+    const int parts = static_cast<int>(std::min<int64_t>(m_panels, 4 * num_threads()));
+    int64_t lo, hi;
+    split_range(m_panels, parts, t, lo, hi);
+    for (int64_t p = 0; p < k_slabs; ++p) {
+      const int64_t k0 = p * KC, kc = std::min(KC, K - k0);
+      float* slab = A.get() + m_panels * MR * k0;
+      for (int64_t i = lo; i < hi; ++i) {
+        float* panel = slab + i * MR * kc;
+        for (int r = 0; r < MR; ++r) {
+          const int64_t m = i * MR + r;
+          for (int64_t k = 0; k < kc; ++k)
+            panel[k * MR + r] = m < M ? a.x[m * K + k0 + k] : 0.0f;
+        }
+      }
+    }
+  });
+
+  const int64_t n_chunks = (N + NC - 1) / NC;
+  parallel_for(static_cast<int>(n_chunks), [&](int jc_idx) {
+    const int64_t jc = jc_idx * NC, ncur = std::min(NC, N - jc);
+    const int64_t n_panels = (ncur + NR - 1) / NR;
+    thread_local std::vector<float> row_buf;
+    row_buf.resize(KC);
+    AlignedBuf B = aligned_floats(static_cast<size_t>(n_panels * NR * KC));
+    for (int64_t p = 0; p < k_slabs; ++p) {
+      const int64_t k0 = p * KC, kc = std::min(KC, K - k0);
+      // Decode the KC x NC panel of W^T as [panel][k][NR], zero columns past N.
+      for (int64_t j = 0; j < n_panels * NR; ++j) {
+        float* dst = B.get() + (j / NR) * kc * NR + (j % NR);
+        if (j < ncur) {
+          decode_row<S>(a, jc + j, k0, kc, row_buf.data());
+          for (int64_t k = 0; k < kc; ++k) dst[k * NR] = row_buf[k];
+        } else {
+          for (int64_t k = 0; k < kc; ++k) dst[k * NR] = 0.0f;
+        }
+      }
+      const float* slab = A.get() + m_panels * MR * k0;
+      for (int64_t jr = 0; jr < n_panels; ++jr) {
+        const int cols = static_cast<int>(std::min<int64_t>(NR, ncur - jr * NR));
+        for (int64_t ir = 0; ir < m_panels; ++ir) {
+          const int rows = static_cast<int>(std::min<int64_t>(MR, M - ir * MR));
+          micro_kernel<S>(kc, slab + ir * MR * kc, B.get() + jr * kc * NR,
+                          a.y + ir * MR * N + jc + jr * NR, N, p > 0, rows, cols);
+        }
+      }
+    }
+  });
+}
+
+template <class S>
+void fp8_matmul(const Fp8MatmulArgs& a) {
+  switch (a.M) {
+    case 1: return gemv<S, 1>(a);
+    case 2: return gemv<S, 2>(a);
+    case 3: return gemv<S, 3>(a);
+    case 4: return gemv<S, 4>(a);
+    case 5: return gemv<S, 5>(a);
+    case 6: return gemv<S, 6>(a);
+    case 7: return gemv<S, 7>(a);
+    case 8: return gemv<S, 8>(a);
+    default: return gemm<S>(a);
+  }
+}
+
+} // namespace tandem::cpu::simd

@@ -1,0 +1,42 @@
+// AVX-512 traits for the kernels in fp8_matmul_simd.h (16 floats per vector).
+#pragma once
+
+#include <immintrin.h>
+
+#include <cstdint>
+
+namespace tandem::cpu {
+
+struct SimdAvx512 {
+  static constexpr int W = 16;   // floats per vector
+  static constexpr int MR = 12;  // GEMM micro-tile rows; NR = 2 * W columns
+  using V = __m512;
+
+  static V zero() { return _mm512_setzero_ps(); }
+  static V set1(float v) { return _mm512_set1_ps(v); }
+  static V load(const float* p) { return _mm512_loadu_ps(p); }
+  static void store(float* p, V v) { _mm512_storeu_ps(p, v); }
+  static V fma(V a, V b, V c) { return _mm512_fmadd_ps(a, b, c); }
+  static V add(V a, V b) { return _mm512_add_ps(a, b); }
+  static float reduce(V v) { return _mm512_reduce_add_ps(v); }
+  static V load_partial(const float* p, int n) {
+    return _mm512_maskz_loadu_ps(static_cast<__mmask16>((1u << n) - 1), p);
+  }
+
+  // E4M3 -> fp16 bits: magnitude (b & 0x7F) << 7, sign to bit 15. The result is
+  // the true value times 2^-8; callers fold 2^8 into the block scale.
+  static V decode_bits(__m128i b) {
+    __m256i w = _mm256_cvtepu8_epi16(b);
+    __m256i mag = _mm256_slli_epi16(_mm256_and_si256(w, _mm256_set1_epi16(0x7F)), 7);
+    __m256i sgn = _mm256_slli_epi16(_mm256_and_si256(w, _mm256_set1_epi16(0x80)), 8);
+    return _mm512_cvtph_ps(_mm256_or_si256(mag, sgn));
+  }
+  static V decode(const uint8_t* p) {
+    return decode_bits(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+  }
+  static V decode_partial(const uint8_t* p, int n) {
+    return decode_bits(_mm_maskz_loadu_epi8(static_cast<__mmask16>((1u << n) - 1), p));
+  }
+};
+
+} // namespace tandem::cpu

@@ -1,0 +1,27 @@
+"""mlx-tandem: FP8 kernels as MLX primitives and a two-rank pipeline for large language models."""
+
+import mlx.core as _mx  # noqa: F401  (loads libmlx before our extension links against it)
+
+from ._ext import (  # noqa: E402
+    cpu_detected_isa,
+    cpu_isa,
+    dequantize_fp8,
+    fp8_matmul,
+    from_fp8,
+    num_threads,
+    quantize_fp8,
+    to_fp8,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "quantize_fp8",
+    "dequantize_fp8",
+    "fp8_matmul",
+    "to_fp8",
+    "from_fp8",
+    "cpu_isa",
+    "cpu_detected_isa",
+    "num_threads",
+]
