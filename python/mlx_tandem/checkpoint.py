@@ -1,0 +1,163 @@
+"""Hugging Face checkpoint directories: config, (sharded) safetensors, lazy per-layer loading."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+
+import mlx.core as mx
+from mlx.utils import tree_flatten, tree_unflatten
+
+from . import _ext
+from .models import ModelArgs, model_class
+from .nn import FP8Linear
+from .safetensors_io import SafetensorsFile
+
+_DTYPES = {"bfloat16": mx.bfloat16, "float16": mx.float16, "float32": mx.float32}
+
+
+def read_config(path: str) -> dict:
+    cfg = os.path.join(path, "config.json")
+    if not os.path.isdir(path):
+        raise FileNotFoundError(f"checkpoint: {path} is not a directory")
+    if not os.path.isfile(cfg):
+        raise FileNotFoundError(f"checkpoint: {path} has no config.json")
+    with open(cfg) as f:
+        try:
+            return json.load(f)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"checkpoint: {cfg} is not valid JSON: {e}") from None
+
+
+def block_size_of(config: dict) -> tuple[int, int] | None:
+    """The FP8 block size if the checkpoint is in DeepSeek-V3's FP8 format, else None."""
+    q = config.get("quantization_config")
+    if not q:
+        return None
+    if q.get("quant_method") != "fp8" or q.get("fmt", "e4m3") != "e4m3":
+        raise ValueError(f"checkpoint: unsupported quantization_config {q} (only fp8 e4m3 block-scaled)")
+    bs = q.get("weight_block_size") or [128, 128]
+    if len(bs) != 2 or min(bs) <= 0:
+        raise ValueError(f"checkpoint: bad weight_block_size {bs}")
+    return int(bs[0]), int(bs[1])
+
+
+class Checkpoint:
+    """Tensor names -> files, from model.safetensors.index.json or the *.safetensors present.
+    Nothing is read until `get`."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self.config = read_config(path)
+        index = os.path.join(path, "model.safetensors.index.json")
+        self._files: dict[str, SafetensorsFile] = {}
+        self.where: dict[str, str] = {}
+        if os.path.isfile(index):
+            with open(index) as f:
+                weight_map = json.load(f).get("weight_map")
+            if not isinstance(weight_map, dict) or not weight_map:
+                raise ValueError(f"checkpoint: {index} has no weight_map")
+            for fname in sorted(set(weight_map.values())):
+                self._open(fname)
+            for name, fname in weight_map.items():
+                if name not in self._files[fname].tensors:
+                    raise ValueError(f"checkpoint: index says {name!r} is in {fname}, but it is not")
+            self.where = dict(weight_map)
+        else:
+            names = sorted(n for n in os.listdir(path) if n.endswith(".safetensors"))
+            if not names:
+                raise FileNotFoundError(f"checkpoint: no *.safetensors files in {path}")
+            for fname in names:
+                for t in self._open(fname).tensors:
+                    self.where[t] = fname
+
+    def _open(self, fname):
+        self._files[fname] = SafetensorsFile(os.path.join(self.path, fname))
+        return self._files[fname]
+
+    def __contains__(self, name):
+        return name in self.where
+
+    def info(self, name) -> dict:
+        return self._files[self.where[name]].tensors[name]
+
+    def get(self, name: str) -> mx.array:
+        if name not in self.where:
+            raise KeyError(f"checkpoint: tensor {name!r} not found in {self.path}")
+        return self._files[self.where[name]].get(name)
+
+
+def _global_name(name: str, start: int) -> str:
+    return re.sub(r"^model\.layers\.(\d+)\.", lambda m: f"model.layers.{int(m[1]) + start}.", name)
+
+
+def load_model(path: str, layer_range: tuple[int, int] | None = None, dtype=None,
+               head_bf16: bool = False):
+    """Build the model for `layer_range` and read only its tensors. Float linear weights are
+    quantized to FP8 at load; FP8 ones (weight + weight_scale_inv) are used as they are."""
+    ckpt = Checkpoint(path)
+    config = ckpt.config
+    args = ModelArgs.from_config(config)
+    cls = model_class(args.model_type)
+    block = block_size_of(config) or (128, 128)
+    if dtype is None:
+        dtype = _DTYPES.get(config.get("torch_dtype") or config.get("dtype"), mx.bfloat16)
+    elif isinstance(dtype, str):
+        dtype = _DTYPES[dtype]
+    model = cls(args, layer_range, block_size=block, head_bf16=head_bf16)
+    start = model.layer_range[0]
+    tied_head = args.tie_word_embeddings and model.model.is_last
+    linears = {name for name, m in model.named_modules() if isinstance(m, FP8Linear)}
+    loaded = []
+    for name, param in tree_flatten(model.parameters()):
+        if tied_head and name.startswith("lm_head."):
+            continue  # derived from the embedding in tie_head()
+        owner, leaf = name.rsplit(".", 1)
+        gname = _global_name(name, start)
+        if owner in linears and leaf in ("weight", "weight_scale_inv"):
+            if leaf == "weight":
+                loaded += _load_linear(ckpt, _global_name(owner, start), owner, param.shape, block)
+            continue
+        loaded.append((name, _load_tensor(ckpt, gname, param.shape, dtype)))
+    model.update(tree_unflatten(loaded))
+    model.tie_head()
+    mx.eval(model.parameters())
+    return model, config
+
+
+def _load_tensor(ckpt, gname, shape, dtype):
+    if gname not in ckpt:
+        raise ValueError(f"checkpoint: {ckpt.path} lacks tensor {gname!r}")
+    info = ckpt.info(gname)
+    if info["shape"] != tuple(shape):
+        raise ValueError(f"checkpoint: tensor {gname!r} has shape {info['shape']}, expected {tuple(shape)}")
+    if info["dtype"] not in ("BF16", "F16", "F32"):
+        raise ValueError(f"checkpoint: tensor {gname!r} has dtype {info['dtype']}, expected a float")
+    return ckpt.get(gname).astype(dtype)
+
+
+def _load_linear(ckpt, gowner, owner, shape, block):
+    """(local name, array) pairs for one FP8Linear's codes and scales."""
+    wname, sname = f"{gowner}.weight", f"{gowner}.weight_scale_inv"
+    if wname not in ckpt:
+        raise ValueError(f"checkpoint: {ckpt.path} lacks tensor {wname!r}")
+    info = ckpt.info(wname)
+    if info["shape"] != tuple(shape):
+        raise ValueError(f"checkpoint: tensor {wname!r} has shape {info['shape']}, expected {tuple(shape)}")
+    if sname in ckpt:
+        if info["dtype"] not in ("F8_E4M3", "U8"):
+            raise ValueError(f"checkpoint: {wname!r} has a weight_scale_inv but dtype {info['dtype']}, "
+                             f"expected F8_E4M3")
+        sshape = (-(-shape[0] // block[0]), -(-shape[1] // block[1]))
+        sinfo = ckpt.info(sname)
+        if sinfo["shape"] != sshape or sinfo["dtype"] != "F32":
+            raise ValueError(f"checkpoint: {sname!r} is {sinfo['dtype']} {sinfo['shape']}, expected F32 "
+                             f"{sshape} for block size {block}")
+        codes, scales = ckpt.get(wname), ckpt.get(sname)
+    else:
+        if info["dtype"] not in ("BF16", "F16", "F32"):
+            raise ValueError(f"checkpoint: {wname!r} has dtype {info['dtype']} and no weight_scale_inv")
+        codes, scales = _ext.quantize_fp8(ckpt.get(wname), block_size=block)
+        mx.eval(codes, scales)  # now, so only one float weight is alive at a time
+    return [(f"{owner}.weight", codes), (f"{owner}.weight_scale_inv", scales)]

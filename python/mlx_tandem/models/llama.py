@@ -1,0 +1,156 @@
+"""Llama 2/3/3.1 (and Mistral, which has the same layers) on FP8 linears and fused attention."""
+
+from __future__ import annotations
+
+import mlx.core as mx
+import mlx.nn as nn
+
+from .. import _ext
+from ..nn import FP8Linear
+from ..rope import RoPE
+from .base import ModelArgs
+from .cache import KVCache
+
+
+class Attention(nn.Module):
+    def __init__(self, args: ModelArgs, block_size):
+        super().__init__()
+        H, Hkv, D, dim = args.num_attention_heads, args.num_key_value_heads, args.head_dim, args.hidden_size
+        self.n_heads, self.n_kv_heads, self.head_dim = H, Hkv, D
+        self.scale = D ** -0.5
+        qkv_bias = args.attention_bias or args.qkv_bias
+        self.q_proj = FP8Linear(dim, H * D, qkv_bias, block_size)
+        self.k_proj = FP8Linear(dim, Hkv * D, qkv_bias, block_size)
+        self.v_proj = FP8Linear(dim, Hkv * D, qkv_bias, block_size)
+        self.o_proj = FP8Linear(H * D, dim, args.attention_bias, block_size)
+        self.rope = RoPE(D, args.rope_theta, args.rope_scaling, args.max_position_embeddings)
+        self.sliding_window = args.sliding_window
+
+    def __call__(self, x: mx.array, cache: KVCache | None = None) -> mx.array:
+        B, L, _ = x.shape
+        q = self.q_proj(x).reshape(B, L, self.n_heads, -1).transpose(0, 2, 1, 3)
+        k = self.k_proj(x).reshape(B, L, self.n_kv_heads, -1).transpose(0, 2, 1, 3)
+        v = self.v_proj(x).reshape(B, L, self.n_kv_heads, -1).transpose(0, 2, 1, 3)
+        offset = cache.offset if cache is not None else 0
+        if self.sliding_window and offset + L > self.sliding_window:
+            raise ValueError(f"attention: sequence of {offset + L} tokens exceeds the sliding window "
+                             f"({self.sliding_window}), which fused_attention does not implement")
+        q = self.rope(q, offset)
+        k = self.rope(k, offset)
+        if cache is not None:
+            k, v = cache.update_and_fetch(k, v)
+        o = _ext.fused_attention(q, k, v, scale=self.scale, causal=True)
+        return self.o_proj(o.transpose(0, 2, 1, 3).reshape(B, L, -1))
+
+
+class MLP(nn.Module):
+    def __init__(self, args: ModelArgs, block_size):
+        super().__init__()
+        dim, hidden, bias = args.hidden_size, args.intermediate_size, args.mlp_bias
+        self.gate_proj = FP8Linear(dim, hidden, bias, block_size)
+        self.up_proj = FP8Linear(dim, hidden, bias, block_size)
+        self.down_proj = FP8Linear(hidden, dim, bias, block_size)
+
+    def __call__(self, x):
+        return self.down_proj(nn.silu(self.gate_proj(x)) * self.up_proj(x))
+
+
+class TransformerBlock(nn.Module):
+    def __init__(self, args: ModelArgs, block_size):
+        super().__init__()
+        self.self_attn = Attention(args, block_size)
+        self.mlp = MLP(args, block_size)
+        self.input_layernorm = nn.RMSNorm(args.hidden_size, eps=args.rms_norm_eps)
+        self.post_attention_layernorm = nn.RMSNorm(args.hidden_size, eps=args.rms_norm_eps)
+
+    def __call__(self, x, cache=None):
+        h = x + self.self_attn(self.input_layernorm(x), cache)
+        return h + self.mlp(self.post_attention_layernorm(h))
+
+
+class LlamaModel(nn.Module):
+    """The decoder body for layers [start, end); embeddings and final norm only where owned."""
+
+    def __init__(self, args: ModelArgs, layer_range, block_size):
+        super().__init__()
+        self.start, self.end = layer_range
+        self.is_first = self.start == 0
+        self.is_last = self.end == args.num_hidden_layers
+        if self.is_first or (self.is_last and args.tie_word_embeddings):
+            self.embed_tokens = nn.Embedding(args.vocab_size, args.hidden_size)
+        self.layers = [TransformerBlock(args, block_size) for _ in range(self.start, self.end)]
+        if self.is_last:
+            self.norm = nn.RMSNorm(args.hidden_size, eps=args.rms_norm_eps)
+
+
+class Model(nn.Module):
+    """Causal LM for a stage holding layers `layer_range` = (start, end) (default: all).
+
+    `model(inputs, cache)`: inputs are token ids (B, L) on the first stage and hidden states
+    (B, L, H) otherwise; returns logits (B, L, vocab) on the last stage, hidden states otherwise.
+    The head is an FP8Linear; with tied embeddings it is the FP8-quantized embedding matrix
+    (built by `tie_head`, called by the loader) unless `head_bf16` keeps the float embedding.
+    """
+
+    block_cls = TransformerBlock
+
+    def __init__(self, args: ModelArgs, layer_range: tuple[int, int] | None = None,
+                 block_size: tuple[int, int] = (128, 128), head_bf16: bool = False):
+        super().__init__()
+        n = args.num_hidden_layers
+        start, end = layer_range if layer_range is not None else (0, n)
+        if not (0 <= start < end <= n):
+            raise ValueError(f"model: layer_range {layer_range} must satisfy 0 <= start < end <= {n}")
+        self.args = args
+        self.layer_range = (start, end)
+        self.head_bf16 = head_bf16
+        self.model = LlamaModel(args, (start, end), block_size)
+        if end == n and not (args.tie_word_embeddings and head_bf16):
+            self.lm_head = FP8Linear(args.hidden_size, args.vocab_size, False, block_size)
+
+    @property
+    def layers(self):
+        return self.model.layers
+
+    @property
+    def dtype(self) -> mx.Dtype:
+        return self.model.layers[0].input_layernorm.weight.dtype
+
+    def tie_head(self):
+        """After loading: derive the head from the embedding when tied; a middle/last stage that
+        does not embed tokens then drops the float embedding."""
+        if not (self.model.is_last and self.args.tie_word_embeddings):
+            return
+        if not self.head_bf16:
+            emb = self.model.embed_tokens.weight
+            self.lm_head = FP8Linear.from_weight(emb, block_size=self.lm_head.block_size)
+            if not self.model.is_first:
+                del self.model.embed_tokens
+
+    def __call__(self, inputs: mx.array, cache: list[KVCache] | None = None) -> mx.array:
+        m = self.model
+        if m.is_first:
+            if inputs.ndim != 2 or not mx.issubdtype(inputs.dtype, mx.integer):
+                raise ValueError(f"model: the first stage takes token ids (B, L), got {inputs.dtype} "
+                                 f"{inputs.shape}")
+            h = m.embed_tokens(inputs)
+        else:
+            if inputs.ndim != 3 or inputs.shape[-1] != self.args.hidden_size:
+                raise ValueError(f"model: stage {self.layer_range} takes hidden states "
+                                 f"(B, L, {self.args.hidden_size}), got {inputs.shape}")
+            h = inputs.astype(self.dtype)
+        if cache is None:
+            cache = [None] * len(m.layers)
+        elif len(cache) != len(m.layers):
+            raise ValueError(f"model: got {len(cache)} caches for {len(m.layers)} layers")
+        for layer, c in zip(m.layers, cache):
+            h = layer(h, c)
+        if not m.is_last:
+            return h
+        h = m.norm(h)
+        if "lm_head" in self:
+            return self.lm_head(h)
+        return m.embed_tokens.as_linear(h)
+
+    def make_cache(self) -> list[KVCache]:
+        return [KVCache() for _ in self.model.layers]

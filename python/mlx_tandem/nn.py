@@ -1,0 +1,56 @@
+"""FP8 layers: weights stay as E4M3 codes plus block scales; the matmul decodes them in the kernel."""
+
+from __future__ import annotations
+
+import mlx.core as mx
+import mlx.nn as nn
+
+from . import _ext
+
+
+class FP8Linear(nn.Module):
+    """y = x @ dequant(W).T + b with W stored in DeepSeek-V3's format.
+
+    Parameters are named like the checkpoint tensors, so a checkpoint's
+    `<name>.weight` (uint8 codes, (N, K)) and `<name>.weight_scale_inv` (float32,
+    (ceil(N/bn), ceil(K/bk))) load into it directly.
+    """
+
+    def __init__(self, input_dims: int, output_dims: int, bias: bool = False,
+                 block_size: tuple[int, int] = (128, 128)):
+        super().__init__()
+        bn, bk = block_size
+        self.block_size = (int(bn), int(bk))
+        self.weight = mx.zeros((output_dims, input_dims), mx.uint8)
+        self.weight_scale_inv = mx.ones((-(-output_dims // bn), -(-input_dims // bk)), mx.float32)
+        if bias:
+            self.bias = mx.zeros((output_dims,))
+
+    @property
+    def codes(self) -> mx.array:
+        return self.weight
+
+    @property
+    def scales(self) -> mx.array:
+        return self.weight_scale_inv
+
+    @classmethod
+    def from_weight(cls, weight: mx.array, bias: mx.array | None = None,
+                    block_size: tuple[int, int] = (128, 128)) -> "FP8Linear":
+        """Quantize a float (N, K) weight."""
+        N, K = weight.shape
+        layer = cls(K, N, bias=bias is not None, block_size=block_size)
+        layer.weight, layer.weight_scale_inv = _ext.quantize_fp8(weight, block_size=layer.block_size)
+        if bias is not None:
+            layer.bias = bias
+        return layer
+
+    def __call__(self, x: mx.array) -> mx.array:
+        y = _ext.fp8_matmul(x, self.weight, self.weight_scale_inv, block_size=self.block_size)
+        if "bias" in self:
+            y = y + self.bias.astype(y.dtype)
+        return y
+
+    def _extra_repr(self) -> str:
+        N, K = self.weight.shape
+        return f"input_dims={K}, output_dims={N}, bias={'bias' in self}, block_size={self.block_size}"
