@@ -1,0 +1,72 @@
+"""Numpy references (float64 math) that every kernel is compared against."""
+
+import numpy as np
+
+# ---------------------------------------------------------------- FP8 E4M3 --
+
+FP8_MAX = 448.0
+
+
+def fp8_decode(codes):
+    """Exact E4M3 decode of uint8 codes; 0x7F/0xFF give NaN."""
+    c = np.asarray(codes, dtype=np.uint8).astype(np.int64)
+    sign = np.where(c & 0x80, -1.0, 1.0)
+    e = (c >> 3) & 0xF
+    m = c & 0x7
+    mag = np.where(e == 0, m * 2.0**-9, (1.0 + m / 8.0) * np.exp2(e - 7.0))
+    mag = np.where((e == 0xF) & (m == 0x7), np.nan, mag)
+    return sign * mag
+
+
+_GRID = fp8_decode(np.arange(0x7F, dtype=np.uint8))  # all finite non-negative values, ascending
+
+
+def fp8_encode(x):
+    """float -> E4M3 codes: round to nearest even, saturate to +-448, NaN -> 0x7F.
+
+    Written independently of the kernels: nearest point of the exhaustive grid
+    of representable values, ties to the even code (even mantissa)."""
+    x = np.asarray(x, dtype=np.float64)
+    a = np.where(np.isnan(x), 0.0, np.abs(x))  # NaN handled at the end
+    idx = np.searchsorted(_GRID, np.minimum(a, FP8_MAX))  # first grid value >= a
+    hi = np.minimum(idx, len(_GRID) - 1)
+    lo = np.maximum(hi - 1, 0)
+    d_lo = np.abs(a - _GRID[lo])
+    d_hi = np.abs(_GRID[hi] - a)
+    pick_hi = (d_hi < d_lo) | ((d_hi == d_lo) & (hi % 2 == 0))
+    code = np.where(pick_hi, hi, lo)
+    code = np.where(a >= FP8_MAX, 0x7E, code)
+    code = code | np.where(np.signbit(x), 0x80, 0)
+    code = np.where(np.isnan(x), 0x7F, code)
+    return code.astype(np.uint8)
+
+
+def block_expand(scales, shape, block_size):
+    """Per-element scale of a (N, K) weight from its (ceil(N/bn), ceil(K/bk)) block scales."""
+    bn, bk = block_size
+    n, k = shape
+    return np.repeat(np.repeat(np.asarray(scales, np.float64), bn, 0), bk, 1)[:n, :k]
+
+
+def fp8_dequantize(codes, scales, block_size):
+    return fp8_decode(codes) * block_expand(scales, codes.shape, block_size)
+
+
+def fp8_quantize(w, block_size):
+    """Block scales amax/448 (1 for a zero block) and codes encode(w / scale), computed in float32
+    like the kernels (the division is what decides the codes)."""
+    w = np.asarray(w, np.float32)
+    n, k = w.shape
+    bn, bk = block_size
+    rb, cb = -(-n // bn), -(-k // bk)
+    pad = np.zeros((rb * bn, cb * bk), np.float32)
+    pad[:n, :k] = np.abs(w)
+    amax = pad.reshape(rb, bn, cb, bk).max(axis=(1, 3))
+    scales = np.where(amax > 0, amax / np.float32(FP8_MAX), np.float32(1)).astype(np.float32)
+    codes = fp8_encode(w / block_expand(scales, w.shape, block_size).astype(np.float32))
+    return codes, scales
+
+
+def fp8_matmul(x, codes, scales, block_size):
+    """x (..., K) @ dequant(W).T in float64."""
+    return np.asarray(x, np.float64) @ fp8_dequantize(codes, scales, block_size).T
