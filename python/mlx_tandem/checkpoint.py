@@ -58,11 +58,7 @@ class Checkpoint:
                 weight_map = json.load(f).get("weight_map")
             if not isinstance(weight_map, dict) or not weight_map:
                 raise ValueError(f"checkpoint: {index} has no weight_map")
-            for fname in sorted(set(weight_map.values())):
-                self._open(fname)
-            for name, fname in weight_map.items():
-                if name not in self._files[fname].tensors:
-                    raise ValueError(f"checkpoint: index says {name!r} is in {fname}, but it is not")
+            # shards are opened (and validated) on first use, so a stage reads only its own files
             self.where = dict(weight_map)
         else:
             names = sorted(n for n in os.listdir(path) if n.endswith(".safetensors"))
@@ -73,19 +69,28 @@ class Checkpoint:
                     self.where[t] = fname
 
     def _open(self, fname):
-        self._files[fname] = SafetensorsFile(os.path.join(self.path, fname))
+        if fname not in self._files:
+            if os.path.basename(fname) != fname:
+                raise ValueError(f"checkpoint: index names a file outside the directory: {fname!r}")
+            self._files[fname] = SafetensorsFile(os.path.join(self.path, fname))
         return self._files[fname]
+
+    def _file_of(self, name):
+        f = self._open(self.where[name])
+        if name not in f.tensors:
+            raise ValueError(f"checkpoint: index says {name!r} is in {f.path}, but it is not")
+        return f
 
     def __contains__(self, name):
         return name in self.where
 
     def info(self, name) -> dict:
-        return self._files[self.where[name]].tensors[name]
+        return self._file_of(name).tensors[name]
 
     def get(self, name: str) -> mx.array:
         if name not in self.where:
             raise KeyError(f"checkpoint: tensor {name!r} not found in {self.path}")
-        return self._files[self.where[name]].get(name)
+        return self._file_of(name).get(name)
 
 
 def _global_name(name: str, start: int) -> str:
