@@ -1,0 +1,389 @@
+// The emulator runtime: kernel registry, fiber regions, the per-threadgroup scheduler with its
+// divergence diagnostics, bounds-error reporting and the C entry points Python calls.
+#include <metal_stdlib>
+
+#include <atomic>
+#include <cstdarg>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <dlfcn.h>
+#include <mutex>
+#include <string>
+#include <sys/mman.h>
+#include <thread>
+#include <vector>
+
+#include "switch.h"
+
+#define API extern "C" __attribute__((visibility("default")))
+
+namespace metal_emu {
+
+struct LaunchDesc {  // mirrored by ctypes in metal_emu/library.py
+  int32_t kernel, mode;
+  uint32_t grid[3], tg[3];
+  int32_t nworkers, pad;
+  uint64_t buf_ptr[kMaxBuffers], buf_size[kMaxBuffers], buf_bound[kMaxBuffers], tg_size[kMaxBuffers];
+  uint64_t bytes_read[kMaxBuffers], bytes_written[kMaxBuffers];
+  int32_t err_kind, pad2;
+  uint64_t err_addr;
+  char err_msg[2048];
+};
+struct Launch {
+  const LaunchDesc* d;
+  const KernelEntry* k;
+  uint32_t ngroups[3];
+};
+
+static std::vector<const KernelEntry*> g_kernels;
+static std::vector<FcEntry> g_fcs;
+static std::vector<char> g_fc_defined;
+static std::mutex g_dispatch_mutex;
+
+Registrar::Registrar(const KernelEntry* k, int nk, const FcEntry* f, int nf) {
+  for (int i = 0; i < nk; i++) g_kernels.push_back(&k[i]);
+  for (int i = 0; i < nf; i++) { g_fcs.push_back(f[i]); g_fc_defined.push_back(0); }
+}
+bool fc_defined(const void* addr) {
+  for (size_t i = 0; i < g_fcs.size(); i++)
+    if (g_fcs[i].addr == addr) return g_fc_defined[i];
+  return true;
+}
+
+// ---- errors raised from inside a lane -------------------------------------------------------
+static void describe_lane(const Lane* L, char* out, size_t n) {
+  uint32_t t[3];
+  builtin_value(L, B_thread_position_in_grid, t);
+  const Worker* w = L->worker;
+  snprintf(out, n, " [thread (%u,%u,%u) of threadgroup (%u,%u,%u)]", t[0], t[1], t[2], w->tgid[0], w->tgid[1], w->tgid[2]);
+}
+void lane_fail(Lane* L, int kind, const char* msg, uintptr_t addr) {
+  Worker* w = L->worker;
+  if (!w->failed) {
+    w->failed = 1;
+    w->err_kind = kind;
+    char where[128];
+    describe_lane(L, where, sizeof where);
+    snprintf(w->err_msg, sizeof w->err_msg, "%s%s", msg, where);
+    w->err_addr = 0;
+    Dl_info info;
+    if (addr && dladdr(reinterpret_cast<void*>(addr), &info) && info.dli_fbase)
+      w->err_addr = addr - reinterpret_cast<uintptr_t>(info.dli_fbase);
+  }
+  L->state = L_DONE;
+  metal_emu_switch(&L->sp, w->sched_sp);
+  __builtin_unreachable();
+}
+void lane_failf(Lane* L, int kind, const char* fmt, ...) {
+  char buf[1024];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(buf, sizeof buf, fmt, ap);
+  va_end(ap);
+  lane_fail(L, kind, buf);
+}
+void oob_fail(const BufferInfo* info, uintptr_t addr, size_t n, bool write) {
+  uintptr_t ret = reinterpret_cast<uintptr_t>(__builtin_return_address(0));
+  Lane* L = cur_lane();
+  Worker* w = L->worker;
+  char msg[1024];
+  const char* op = write ? "write" : "read";
+  if (info == &g_null_buffer) {
+    snprintf(msg, sizeof msg, "%s of %zu bytes through a null device pointer", op, n);
+  } else if (info == &w->sink) {
+    snprintf(msg, sizeof msg, "%s of %zu bytes through an unchecked pointer", op, n);
+  } else if (!info->bound) {
+    snprintf(msg, sizeof msg, "out-of-bounds %s of %zu bytes: buffer %d is not bound", op, n, info->index);
+  } else {
+    long long off = (long long)(addr - reinterpret_cast<uintptr_t>(info->base));
+    snprintf(msg, sizeof msg, "out-of-bounds %s of %zu bytes at byte offset %lld of buffer %d (size %lld bytes)", op, n,
+             off, info->index, (long long)(info->end - info->base));
+  }
+  if (w->resolving) {  // inside a collective (simdgroup_load/store): its call site is known
+    size_t len = strlen(msg);
+    snprintf(msg + len, sizeof msg - len, " in %s at %s:%u", w->resolving->what, w->resolving->file, w->resolving->line);
+    ret = 0;
+  }
+  lane_fail(L, E_OOB, msg, ret);
+}
+void fail_unbound(Lane* L, const char* what, int index, const char* param) {
+  lane_failf(L, E_OTHER, "%s %d (parameter '%s') is not bound", what, index, param);
+}
+void fail_small(Lane* L, int index, size_t need, const char* param) {
+  lane_failf(L, E_OOB, "buffer %d (parameter '%s') holds %lld bytes, the kernel reads %zu", index, param,
+             (long long)(L->worker->bufs[index].end - L->worker->bufs[index].base), need);
+}
+BufferInfo* find_buffer(const void* p) {
+  Worker* w = cur_lane()->worker;
+  const char* c = static_cast<const char*>(p);
+  if (!c) return &g_null_buffer;
+  for (int i = 0; i < kMaxBuffers; i++)
+    if (w->bufs[i].bound && c >= w->bufs[i].base && c <= w->bufs[i].end) return &w->bufs[i];
+  return &w->sink;
+}
+
+void* tg_static(Lane* L, const void* key, size_t size, size_t align, const char* name, const char* file, unsigned line) {
+  Worker* w = L->worker;
+  for (int i = 0; i < w->ntgvars; i++)
+    if (w->tgvars[i].key == key) return w->tgvars[i].ptr;
+  if (align < 16) align = 16;
+  size_t off = (w->arena_used + align - 1) & ~(align - 1);
+  if (off + size > kMaxThreadgroupMemory)
+    lane_failf(L, E_LIMIT,
+               "threadgroup memory above the 32768-byte limit: '%s' (%zu bytes) at %s:%u brings the total to %zu bytes",
+               name, size, file, line, off + size);
+  if (w->ntgvars == 64) lane_failf(L, E_LIMIT, "more than 64 threadgroup variables");
+  w->tgvars[w->ntgvars++] = TgVar{key, w->arena + off};
+  w->arena_used = off + size;
+  return w->arena + off;
+}
+
+void builtin_value(const Lane* L, Builtin b, uint32_t o[3]) {
+  const Worker* w = L->worker;
+  uint32_t i = L->index, ax = w->actual[0], ay = w->actual[1];
+  uint32_t lid[3] = {i % ax, (i / ax) % ay, i / (ax * ay)};
+  auto set = [&](uint32_t x, uint32_t y, uint32_t z) { o[0] = x; o[1] = y; o[2] = z; };
+  switch (b) {
+    case B_thread_position_in_grid:
+      set(w->tgid[0] * w->nominal[0] + lid[0], w->tgid[1] * w->nominal[1] + lid[1], w->tgid[2] * w->nominal[2] + lid[2]);
+      break;
+    case B_thread_position_in_threadgroup: set(lid[0], lid[1], lid[2]); break;
+    case B_thread_index_in_threadgroup: set(i, 0, 0); break;
+    case B_threadgroup_position_in_grid: set(w->tgid[0], w->tgid[1], w->tgid[2]); break;
+    case B_threadgroups_per_grid: set(w->ngroups[0], w->ngroups[1], w->ngroups[2]); break;
+    case B_threads_per_threadgroup: set(w->actual[0], w->actual[1], w->actual[2]); break;
+    case B_dispatch_threads_per_threadgroup: set(w->nominal[0], w->nominal[1], w->nominal[2]); break;
+    case B_threads_per_grid: set(w->grid[0], w->grid[1], w->grid[2]); break;
+    case B_thread_index_in_simdgroup: set(L->lane, 0, 0); break;
+    case B_threads_per_simdgroup: case B_thread_execution_width: set(kSimdWidth, 0, 0); break;
+    case B_simdgroup_index_in_threadgroup: set(i / kSimdWidth, 0, 0); break;
+    case B_simdgroups_per_threadgroup: set(w->nsimd, 0, 0); break;
+    case B_quadgroup_index_in_threadgroup: set(i / 4, 0, 0); break;
+    case B_thread_index_in_quadgroup: set(L->lane % 4, 0, 0); break;
+    case B_quadgroups_per_threadgroup: set((w->nthreads + 3) / 4, 0, 0); break;
+  }
+}
+
+// ---- fibers ---------------------------------------------------------------------------------
+// One region per lane: [Lane record | guard page | stack]. Pools are per worker slot and reused.
+static char* g_pools[64];
+static char* region_pool(int slot) {
+  if (!g_pools[slot]) {
+    size_t len = (kMaxThreads + 1) * kRegion;
+    void* m = mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (m == MAP_FAILED) { perror("metal_emu: mmap"); abort(); }
+    char* base = reinterpret_cast<char*>((reinterpret_cast<uintptr_t>(m) + kRegion - 1) & ~(kRegion - 1));
+    for (int i = 0; i < kMaxThreads; i++) mprotect(base + i * kRegion + 4096, kStackOffset - 4096, PROT_NONE);
+    g_pools[slot] = base;
+  }
+  return g_pools[slot];
+}
+
+static void lane_main(void* arg) {
+  Lane* L = static_cast<Lane*>(arg);
+  L->worker->launch->k->entry(L);
+  L->state = L_DONE;
+  metal_emu_switch(&L->sp, L->worker->sched_sp);
+  __builtin_unreachable();
+}
+
+// ---- the scheduler --------------------------------------------------------------------------
+static void append_lanes(std::string& s, const std::vector<int>& idx) {
+  char b[64];
+  for (size_t k = 0; k < idx.size();) {
+    size_t j = k;
+    while (j + 1 < idx.size() && idx[j + 1] == idx[j] + 1) j++;
+    snprintf(b, sizeof b, j > k ? "%s%d-%d" : "%s%d", k ? "," : "", idx[k], idx[j]);
+    s += b;
+    k = j + 1;
+  }
+}
+static std::string site_str(const Site& s) {
+  char b[512];
+  snprintf(b, sizeof b, "%s (%s:%u)", s.what, s.file, s.line);
+  return b;
+}
+// Lanes grouped by what they are doing: "lanes 0-15 wait at simd_sum (k.metal:12); lanes 16-31 have exited".
+static std::string describe(Lane* const* lanes, int n, bool thread_index) {
+  std::vector<std::pair<std::string, std::vector<int>>> groups;
+  for (int i = 0; i < n; i++) {
+    const Lane* L = lanes[i];
+    std::string key = L->state == L_DONE ? "have exited" : "wait at " + site_str(L->site);
+    size_t g = 0;
+    while (g < groups.size() && groups[g].first != key) g++;
+    if (g == groups.size()) groups.push_back({key, {}});
+    groups[g].second.push_back(thread_index ? int(L->index) : int(L->lane));
+  }
+  std::string s;
+  for (auto& [key, idx] : groups) {
+    if (!s.empty()) s += "; ";
+    s += thread_index ? "threads " : "lanes ";
+    append_lanes(s, idx);
+    s += " " + key;
+  }
+  return s;
+}
+static void sched_fail(Worker* w, int kind, const std::string& msg) {
+  w->failed = 1;
+  w->err_kind = kind;
+  snprintf(w->err_msg, sizeof w->err_msg, "%s [threadgroup (%u,%u,%u)]", msg.c_str(), w->tgid[0], w->tgid[1], w->tgid[2]);
+}
+
+static void run_threadgroup(Worker* w, std::vector<Lane*>& lanes) {
+  const LaunchDesc* d = w->launch->d;
+  for (int k = 0; k < 3; k++) {
+    w->nominal[k] = d->tg[k];
+    w->actual[k] = d->mode == 0 ? std::min(d->tg[k], d->grid[k] - w->tgid[k] * d->tg[k]) : d->tg[k];
+  }
+  uint32_t n = w->actual[0] * w->actual[1] * w->actual[2];
+  w->nthreads = n;
+  w->nsimd = (n + kSimdWidth - 1) / kSimdWidth;
+  memset(w->arena, 0xff, kMaxThreadgroupMemory);  // loud garbage (NaN, -1) for reads before writes
+  w->arena_used = 0;
+  w->ntgvars = 0;
+  for (int b = 0; b < kMaxBuffers; b++) {
+    w->tg_dyn[b] = nullptr;
+    if (d->tg_size[b]) {
+      w->tg_dyn[b] = w->arena + w->arena_used;
+      w->arena_used += (d->tg_size[b] + 15) & ~uint64_t(15);
+    }
+  }
+  for (uint32_t s = 0; s < w->nsimd; s++) {
+    Group* g = &w->groups[s];
+    g->index = int(s);
+    g->n = int(std::min<uint32_t>(kSimdWidth, n - s * kSimdWidth));
+    g->arrived = 0;
+  }
+  for (uint32_t i = 0; i < n; i++) {
+    Lane* L = reinterpret_cast<Lane*>(w->regions + i * kRegion);
+    L->state = L_READY;
+    L->lane = i % kSimdWidth;
+    L->index = i;
+    L->group = &w->groups[i / kSimdWidth];
+    L->group->lanes[L->lane] = L;
+    L->worker = w;
+    L->sp = init_frame(reinterpret_cast<char*>(L) + kRegion, L, lane_main, metal_emu_trampoline);
+    lanes[i] = L;
+  }
+  for (;;) {
+    for (uint32_t s = 0; s < w->nsimd; s++) {
+      Group* g = &w->groups[s];
+      for (bool again = true; again;) {
+        again = false;
+        for (int i = 0; i < g->n; i++) {
+          Lane* L = g->lanes[i];
+          if (L->state != L_READY) continue;
+          metal_emu_switch(&w->sched_sp, L->sp);
+          if (w->failed) return;
+          again = true;
+        }
+      }
+      for (int i = 0; i < g->n; i++)
+        if (g->lanes[i]->state == L_SIMD) {
+          sched_fail(w, E_DIVERGENCE, "SIMD-group divergence in simdgroup " + std::to_string(s) + ": " +
+                                          describe(g->lanes, g->n, false));
+          return;
+        }
+    }
+    uint32_t done = 0;
+    for (uint32_t i = 0; i < n; i++) done += lanes[i]->state == L_DONE;
+    if (done == n) return;
+    bool same = done == 0;
+    for (uint32_t i = 1; i < n && same; i++) same = same_site(lanes[i]->site, lanes[0]->site);
+    if (!same) {
+      sched_fail(w, E_DIVERGENCE, "threadgroup_barrier divergence: " + describe(lanes.data(), int(n), true));
+      return;
+    }
+    for (uint32_t i = 0; i < n; i++) lanes[i]->state = L_READY;
+  }
+}
+
+static void worker_loop(Worker* w, std::atomic<uint64_t>* next, std::atomic<int>* abort_flag, uint64_t total) {
+  const uint32_t* ng = w->launch->ngroups;
+  std::vector<Lane*> lanes(kMaxThreads);
+  std::vector<Group> groups(kMaxThreads / kSimdWidth);
+  w->groups = groups.data();
+  while (!abort_flag->load(std::memory_order_relaxed)) {
+    uint64_t t = next->fetch_add(1);
+    if (t >= total) break;
+    w->tgid[0] = uint32_t(t % ng[0]);
+    w->tgid[1] = uint32_t((t / ng[0]) % ng[1]);
+    w->tgid[2] = uint32_t(t / (uint64_t(ng[0]) * ng[1]));
+    run_threadgroup(w, lanes);
+    if (w->failed) { abort_flag->store(1); break; }
+  }
+}
+
+}  // namespace metal_emu
+
+using namespace metal_emu;
+
+API int metal_emu_kernel_count() { return int(g_kernels.size()); }
+API const char* metal_emu_kernel_name(int i) { return g_kernels[i]->host_name; }
+API unsigned metal_emu_kernel_max_threads(int i) { return g_kernels[i]->max_threads; }
+API const char* metal_emu_kernel_file(int i) { return g_kernels[i]->file; }
+API int metal_emu_kernel_line(int i) { return g_kernels[i]->line; }
+API int metal_emu_fc_count() { return int(g_fcs.size()); }
+API void metal_emu_fc_info(int i, int* index, const char** name, int* size, int* type) {
+  *index = g_fcs[i].index; *name = g_fcs[i].name; *size = g_fcs[i].size; *type = g_fcs[i].type;
+}
+API void metal_emu_fc_set(int i, const void* value, int defined) {
+  std::lock_guard<std::mutex> lock(g_dispatch_mutex);
+  if (defined) memcpy(g_fcs[i].addr, value, size_t(g_fcs[i].size));
+  else memset(g_fcs[i].addr, 0, size_t(g_fcs[i].size));
+  g_fc_defined[i] = char(defined != 0);
+}
+API int metal_emu_launch_desc_size() { return int(sizeof(LaunchDesc)); }
+
+API int metal_emu_dispatch(LaunchDesc* d) {
+  std::lock_guard<std::mutex> lock(g_dispatch_mutex);
+  Launch launch{d, g_kernels[size_t(d->kernel)], {}};
+  uint64_t total = 1;
+  for (int k = 0; k < 3; k++) {
+    launch.ngroups[k] = d->mode == 0 ? (d->grid[k] + d->tg[k] - 1) / d->tg[k] : d->grid[k];
+    total *= launch.ngroups[k];
+  }
+  d->err_kind = 0;
+  d->err_msg[0] = 0;
+  if (total == 0) return 0;
+  int nw = int(std::min<uint64_t>(uint64_t(std::max(1, std::min(d->nworkers, 64))), total));
+  std::vector<Worker*> workers(static_cast<size_t>(nw));
+  for (int i = 0; i < nw; i++) {
+    Worker* w = static_cast<Worker*>(calloc(1, sizeof(Worker)));
+    w->arena = static_cast<char*>(aligned_alloc(64, kMaxThreadgroupMemory));
+    w->launch = &launch;
+    w->regions = region_pool(i);
+    for (int b = 0; b < kMaxBuffers; b++) {
+      char* base = reinterpret_cast<char*>(d->buf_ptr[b]);
+      w->bufs[b] = BufferInfo{base, base + d->buf_size[b], 0, 0, b, int(d->buf_bound[b] != 0)};
+    }
+    w->sink = BufferInfo{nullptr, reinterpret_cast<char*>(~uintptr_t(0) - 4096), 0, 0, -1, 1};
+    for (int k = 0; k < 3; k++) {
+      w->ngroups[k] = launch.ngroups[k];
+      w->grid[k] = d->mode == 0 ? d->grid[k] : d->grid[k] * d->tg[k];
+    }
+    workers[size_t(i)] = w;
+  }
+  std::atomic<uint64_t> next{0};
+  std::atomic<int> abort_flag{0};
+  std::vector<std::thread> threads;
+  for (int i = 1; i < nw; i++) threads.emplace_back(worker_loop, workers[size_t(i)], &next, &abort_flag, total);
+  worker_loop(workers[0], &next, &abort_flag, total);
+  for (auto& t : threads) t.join();
+  for (int b = 0; b < kMaxBuffers; b++) d->bytes_read[b] = d->bytes_written[b] = 0;
+  for (Worker* w : workers) {
+    for (int b = 0; b < kMaxBuffers; b++) {
+      d->bytes_read[b] += w->bufs[b].read;
+      d->bytes_written[b] += w->bufs[b].written;
+    }
+    if (w->failed && !d->err_kind) {
+      d->err_kind = w->err_kind;
+      d->err_addr = w->err_addr;
+      snprintf(d->err_msg, sizeof d->err_msg, "%s", w->err_msg);
+    }
+    free(w->arena);
+    free(w);
+  }
+  return d->err_kind;
+}

@@ -1,0 +1,136 @@
+// The emulator's execution model as seen from kernel code: every GPU thread ("lane") is a
+// fiber whose stack lives in a 2^k-aligned region that starts with its Lane record, so kernel
+// code finds its lane from the stack pointer without thread-local storage.
+#pragma once
+#include "base.h"
+
+namespace metal_emu {
+
+constexpr int kSimdWidth = 32;
+constexpr int kMaxThreads = 1024;
+constexpr int kMaxBuffers = 32;
+constexpr size_t kMaxThreadgroupMemory = 32768;
+constexpr uintptr_t kRegion = 128 * 1024;  // Lane record page, guard page, then the stack
+constexpr uintptr_t kStackOffset = 8192;
+
+enum ErrKind : int { E_NONE = 0, E_DIVERGENCE = 1, E_OOB = 2, E_LIMIT = 3, E_OTHER = 4 };
+enum LaneState : uint8_t { L_READY, L_SIMD, L_BARRIER, L_DONE };
+
+struct Group;
+using ResolveFn = void (*)(Group*);
+
+// A rendezvous call site: lanes meet only when file, line, column and operation agree.
+struct Site {
+  const char* file;
+  uint32_t line, col;
+  ResolveFn fn;
+  const char* what;
+};
+
+// One bound device buffer as seen by one worker (OS thread); counters are per worker.
+struct BufferInfo {
+  char* base;
+  char* end;
+  uint64_t read, written;
+  int index;
+  int bound;
+};
+inline BufferInfo g_null_buffer{nullptr, nullptr, 0, 0, -1, 0};
+
+struct Worker;
+struct Lane {
+  void* sp;
+  LaneState state;
+  uint32_t lane;   // thread_index_in_simdgroup
+  uint32_t index;  // thread_index_in_threadgroup
+  Group* group;
+  Worker* worker;
+  Site site;
+  int64_t iarg;
+};
+
+struct alignas(16) Slot { unsigned char d[64]; };
+struct Group {
+  Lane* lanes[kSimdWidth];
+  int n, index, arrived;
+  Slot in[kSimdWidth];
+  Slot out[kSimdWidth];
+};
+
+struct TgVar { const void* key; char* ptr; };
+struct Launch;
+struct Worker {
+  void* sched_sp;
+  const Launch* launch;
+  BufferInfo bufs[kMaxBuffers];
+  BufferInfo sink;  // raw pointers that belong to no buffer (program-scope constants)
+  char* tg_dyn[kMaxBuffers];
+  char* arena;
+  size_t arena_used;
+  TgVar tgvars[64];
+  int ntgvars;
+  const Site* resolving;  // set while a lane performs a collective for its SIMD-group
+  uint32_t tgid[3], actual[3], nominal[3], ngroups[3], grid[3];
+  uint32_t nthreads, nsimd;
+  char* regions;
+  Group* groups;
+  int failed;
+  int err_kind;
+  uintptr_t err_addr;
+  char err_msg[2048];
+};
+
+extern "C" void metal_emu_switch(void** save_sp, void* to_sp) __attribute__((visibility("hidden")));
+
+inline Lane* cur_lane() {
+  uintptr_t sp;
+#if defined(__x86_64__)
+  asm("mov %%rsp, %0" : "=r"(sp));
+#elif defined(__aarch64__)
+  asm("mov %0, sp" : "=r"(sp));
+#else
+  char probe;
+  sp = reinterpret_cast<uintptr_t>(&probe);
+#endif
+  return reinterpret_cast<Lane*>(sp & ~(kRegion - 1));
+}
+[[noreturn]] void lane_fail(Lane* L, int kind, const char* msg, uintptr_t addr = 0);
+[[noreturn]] void lane_failf(Lane* L, int kind, const char* fmt, ...) __attribute__((format(printf, 3, 4)));
+
+inline bool same_site(const Site& a, const Site& b) {
+  return a.line == b.line && a.col == b.col && a.fn == b.fn &&
+         (a.file == b.file || __builtin_strcmp(a.file, b.file) == 0);
+}
+
+// A SIMD-scope rendezvous. The last lane to arrive performs the operation on its own stack
+// (so bounds errors inside it are reported like any other), then all lanes continue.
+inline void simd_arrive(Lane* L, const Site& s) {
+  Group* g = L->group;
+  L->site = s;
+  L->state = L_SIMD;
+  if (++g->arrived == g->n) {
+    bool same = true;
+    for (int i = 0; i < g->n && same; i++) same = same_site(g->lanes[i]->site, s);
+    if (same) {
+      g->arrived = 0;
+      L->worker->resolving = &L->site;
+      if (s.fn) s.fn(g);
+      L->worker->resolving = nullptr;
+      for (int i = 0; i < g->n; i++) g->lanes[i]->state = L_READY;
+      return;
+    }
+  }
+  metal_emu_switch(&L->sp, L->worker->sched_sp);
+}
+
+inline void barrier_arrive(Lane* L, const Site& s) {
+  L->site = s;
+  L->state = L_BARRIER;
+  metal_emu_switch(&L->sp, L->worker->sched_sp);
+}
+
+inline Site make_site(const std::source_location& loc, ResolveFn fn, const char* what) {
+  return Site{loc.file_name(), loc.line(), loc.column(), fn, what};
+}
+
+}  // namespace metal_emu
