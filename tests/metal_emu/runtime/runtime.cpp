@@ -16,6 +16,8 @@
 
 #include "switch.h"
 
+static_assert(sizeof(metal_emu::Lane) <= metal_emu::kLaneRecord, "Lane record too large");
+
 #define API extern "C" __attribute__((visibility("default")))
 
 namespace metal_emu {
@@ -166,7 +168,7 @@ void builtin_value(const Lane* L, Builtin b, uint32_t o[3]) {
 }
 
 // ---- fibers ---------------------------------------------------------------------------------
-// One region per lane: [Lane record | guard page | stack]. Pools are per worker slot and reused.
+// One region per lane: [guard page | stack | Lane record]. Pools are per worker slot and reused.
 static char* g_pools[64];
 static char* region_pool(int slot) {
   if (!g_pools[slot]) {
@@ -174,7 +176,7 @@ static char* region_pool(int slot) {
     void* m = mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     if (m == MAP_FAILED) { perror("metal_emu: mmap"); abort(); }
     char* base = reinterpret_cast<char*>((reinterpret_cast<uintptr_t>(m) + kRegion - 1) & ~(kRegion - 1));
-    for (int i = 0; i < kMaxThreads; i++) mprotect(base + i * kRegion + 4096, kStackOffset - 4096, PROT_NONE);
+    for (int i = 0; i < kMaxThreads; i++) mprotect(base + i * kRegion, 4096, PROT_NONE);
     g_pools[slot] = base;
   }
   return g_pools[slot];
@@ -256,14 +258,14 @@ static void run_threadgroup(Worker* w, std::vector<Lane*>& lanes) {
     g->arrived = 0;
   }
   for (uint32_t i = 0; i < n; i++) {
-    Lane* L = reinterpret_cast<Lane*>(w->regions + i * kRegion);
+    Lane* L = reinterpret_cast<Lane*>(w->regions + (i + 1) * kRegion - kLaneRecord);
     L->state = L_READY;
     L->lane = i % kSimdWidth;
     L->index = i;
     L->group = &w->groups[i / kSimdWidth];
     L->group->lanes[L->lane] = L;
     L->worker = w;
-    L->sp = init_frame(reinterpret_cast<char*>(L) + kRegion, L, lane_main, metal_emu_trampoline);
+    L->sp = init_frame(reinterpret_cast<char*>(L), L, lane_main, metal_emu_trampoline);
     lanes[i] = L;
   }
   for (;;) {

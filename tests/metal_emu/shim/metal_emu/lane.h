@@ -1,5 +1,5 @@
 // The emulator's execution model as seen from kernel code: every GPU thread ("lane") is a
-// fiber whose stack lives in a 2^k-aligned region that starts with its Lane record, so kernel
+// fiber whose stack lives in a 2^k-aligned region that ends with its Lane record, so kernel
 // code finds its lane from the stack pointer without thread-local storage.
 #pragma once
 #include "base.h"
@@ -10,8 +10,8 @@ constexpr int kSimdWidth = 32;
 constexpr int kMaxThreads = 1024;
 constexpr int kMaxBuffers = 32;
 constexpr size_t kMaxThreadgroupMemory = 32768;
-constexpr uintptr_t kRegion = 128 * 1024;  // Lane record page, guard page, then the stack
-constexpr uintptr_t kStackOffset = 8192;
+constexpr uintptr_t kRegion = 128 * 1024;  // guard page, stack, Lane record at the top
+constexpr uintptr_t kLaneRecord = 256;     // the stack starts right below the record: one hot page per lane
 
 enum ErrKind : int { E_NONE = 0, E_DIVERGENCE = 1, E_OOB = 2, E_LIMIT = 3, E_OTHER = 4 };
 enum LaneState : uint8_t { L_READY, L_SIMD, L_BARRIER, L_DONE };
@@ -38,7 +38,7 @@ struct BufferInfo {
 inline BufferInfo g_null_buffer{nullptr, nullptr, 0, 0, -1, 0};
 
 struct Worker;
-struct Lane {
+struct alignas(64) Lane {
   void* sp;
   LaneState state;
   uint32_t lane;   // thread_index_in_simdgroup
@@ -92,7 +92,7 @@ inline Lane* cur_lane() {
   char probe;
   sp = reinterpret_cast<uintptr_t>(&probe);
 #endif
-  return reinterpret_cast<Lane*>(sp & ~(kRegion - 1));
+  return reinterpret_cast<Lane*>((sp & ~(kRegion - 1)) + kRegion - kLaneRecord);
 }
 [[noreturn]] void lane_fail(Lane* L, int kind, const char* msg, uintptr_t addr = 0);
 [[noreturn]] void lane_failf(Lane* L, int kind, const char* fmt, ...) __attribute__((format(printf, 3, 4)));

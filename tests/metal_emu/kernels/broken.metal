@@ -1,0 +1,63 @@
+// Deliberately broken kernels: each must make the emulator raise (tests/metal_emu/test_errors.py
+// finds the offending lines by their BUG markers).
+#include <metal_stdlib>
+using namespace metal;
+
+[[kernel]] void barrier_in_branch(device float* out [[buffer(0)]],
+                                  uint tid [[thread_index_in_threadgroup]]) {
+  threadgroup float tmp[64];
+  tmp[tid] = float(tid);
+  if (tid < 16) {
+    threadgroup_barrier(mem_flags::mem_threadgroup);  // BUG: barrier_in_branch
+  }
+  out[tid] = tmp[tid];
+}
+
+[[kernel]] void barrier_after_return(device float* out [[buffer(0)]],
+                                     uint tid [[thread_index_in_threadgroup]]) {
+  if (tid >= 40) {
+    return;
+  }
+  threadgroup_barrier(mem_flags::mem_device);  // BUG: barrier_after_return
+  out[tid] = 1.0f;
+}
+
+[[kernel]] void simd_sum_diverged(device float* out [[buffer(0)]],
+                                  uint lane [[thread_index_in_simdgroup]]) {
+  float v = float(lane);
+  if (lane % 2 == 0) {
+    v = simd_sum(v);  // BUG: simd_sum_diverged
+  }
+  out[lane] = v;
+}
+
+[[kernel]] void read_past_end(const device float* x [[buffer(0)]],
+                              device float* y [[buffer(1)]],
+                              uint i [[thread_position_in_grid]]) {
+  y[i] = x[i + 1];  // BUG: read_past_end
+}
+
+[[kernel]] void write_past_end(device float* y [[buffer(0)]],
+                               uint i [[thread_position_in_grid]]) {
+  y[i + 1] = 2.0f;  // BUG: write_past_end
+}
+
+[[kernel]] void huge_threadgroup_array(device float* out [[buffer(0)]],
+                                       uint tid [[thread_index_in_threadgroup]]) {
+  threadgroup float big[9000];  // BUG: huge_threadgroup_array
+  big[tid] = 1.0f;
+  out[tid] = big[tid];
+}
+
+[[kernel, max_total_threads_per_threadgroup(64)]] void capped(device float* out [[buffer(0)]],
+                                                              uint i [[thread_position_in_grid]]) {
+  out[i] = 1.0f;
+}
+
+[[kernel]] void simdgroup_load_past_end(const device float* a [[buffer(0)]],
+                                        device float* out [[buffer(1)]],
+                                        uint lane [[thread_index_in_simdgroup]]) {
+  simdgroup_float8x8 m;
+  simdgroup_load(m, a, 8);  // BUG: simdgroup_load_past_end
+  simdgroup_store(m, out, 8);
+}
