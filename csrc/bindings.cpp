@@ -5,8 +5,10 @@
 #include <nanobind/stl/string.h>
 #include <nanobind/stl/tuple.h>
 #include <nanobind/stl/variant.h>
+#include <nanobind/ndarray.h>
 
 #include "cpu/isa.h"
+#include "cpu/stream_read.h"
 #include "cpu/thread_pool.h"
 #include "fp8_codec.h"
 #include "fp8_matmul.h"
@@ -41,5 +43,12 @@ NB_MODULE(_ext, m) {
   m.def("cpu_isa", [] { return std::string(tandem::cpu::isa_name(tandem::cpu::active_isa())); },
         "The CPU kernel path in use (TANDEM_ISA overrides the detected one).");
   m.def("cpu_detected_isa", [] { return std::string(tandem::cpu::isa_name(tandem::cpu::detected_isa())); });
+  m.def(
+      "stream_read",
+      [](nb::ndarray<const uint8_t, nb::c_contig, nb::device::cpu> buf) {
+        nb::gil_scoped_release release;
+        return tandem::cpu::stream_read(buf.data(), static_cast<int64_t>(buf.size()));
+      },
+      "buf"_a, "Benchmark anchor: read a contiguous uint8 numpy buffer once with the kernel pool.");
   m.def("num_threads", &tandem::cpu::num_threads, "Threads in the kernel pool.");
 }

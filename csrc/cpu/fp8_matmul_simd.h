@@ -20,6 +20,10 @@
 
 namespace tandem::cpu::simd {
 
+// Fully unroll loops over compile-time counts: GCC otherwise keeps the
+// accumulator arrays in memory and the FMA chains go through the stack.
+#define TANDEM_UNROLL _Pragma("GCC unroll 32")
+
 // 2^8 undoes the fp16 decode trick; folded into each block scale.
 constexpr float kDecodeScale = 256.0f;
 
@@ -42,43 +46,60 @@ template <class S, int M>
 void gemv_rows(const Fp8MatmulArgs& a, int64_t n0, int64_t n1) {
   using V = typename S::V;
   constexpr int W = S::W;
-  constexpr int U = M == 1 ? 4 : (M == 2 ? 2 : 1);  // independent FMA chains per row
+  // Independent FMA chains per activation row: 2 codes vectors per step, and
+  // two steps in flight when there are few rows.
+  constexpr int P = M <= 2 ? 2 : 1;
+  constexpr int U = 2 * P;
   const int64_t K = a.K, bk = a.bk, sc = a.scale_cols();
   for (int64_t n = n0; n < n1; ++n) {
     const uint8_t* wrow = a.codes + n * K;
     const float* srow = a.scales + (n / a.bn) * sc;
     V acc[M];
+    TANDEM_UNROLL
     for (int m = 0; m < M; ++m) acc[m] = S::zero();
     for (int64_t kb = 0; kb < K; kb += bk) {
       const int64_t kend = std::min(K, kb + bk);
       V part[M][U];
+      TANDEM_UNROLL
       for (int m = 0; m < M; ++m)
+        TANDEM_UNROLL
         for (int u = 0; u < U; ++u) part[m][u] = S::zero();
       int64_t k = kb;
       for (; k + U * W <= kend; k += U * W) {
-        for (int u = 0; u < U; ++u) {
-          V w = S::decode(wrow + k + u * W);
-          for (int m = 0; m < M; ++m)
-            part[m][u] = S::fma(w, S::load(a.x + m * K + k + u * W), part[m][u]);
+        TANDEM_UNROLL
+        for (int p = 0; p < P; ++p) {
+          V w0, w1;
+          const int64_t kk = k + 2 * p * W;
+          S::decode2(wrow + kk, w0, w1);
+          TANDEM_UNROLL
+          for (int m = 0; m < M; ++m) {
+            part[m][2 * p] = S::fma(w0, S::load(a.x + m * K + kk), part[m][2 * p]);
+            part[m][2 * p + 1] = S::fma(w1, S::load(a.x + m * K + kk + W), part[m][2 * p + 1]);
+          }
         }
       }
       for (; k + W <= kend; k += W) {
         V w = S::decode(wrow + k);
+        TANDEM_UNROLL
         for (int m = 0; m < M; ++m) part[m][0] = S::fma(w, S::load(a.x + m * K + k), part[m][0]);
       }
       if (k < kend) {
         const int r = static_cast<int>(kend - k);
         V w = S::decode_partial(wrow + k, r);
+        TANDEM_UNROLL
         for (int m = 0; m < M; ++m)
           part[m][0] = S::fma(w, S::load_partial(a.x + m * K + k, r), part[m][0]);
       }
       const V s = S::set1(srow[kb / bk] * kDecodeScale);
+      TANDEM_UNROLL
       for (int m = 0; m < M; ++m) {
         V p = part[m][0];
+        TANDEM_UNROLL
         for (int u = 1; u < U; ++u) p = S::add(p, part[m][u]);
         acc[m] = S::fma(p, s, acc[m]);
       }
     }
+    TANDEM_UNROLL
     for (int m = 0; m < M; ++m) a.y[m * a.N + n] = S::reduce(acc[m]);
   }
 }
@@ -123,9 +144,11 @@ inline void micro_kernel(int64_t kc, const float* A, const float* B, float* C, i
   using V = typename S::V;
   constexpr int W = S::W, MR = S::MR, NR = 2 * W;
   V c0[MR], c1[MR];
+  TANDEM_UNROLL
   for (int r = 0; r < MR; ++r) c0[r] = c1[r] = S::zero();
   for (int64_t k = 0; k < kc; ++k) {
     const V b0 = S::load(B + k * NR), b1 = S::load(B + k * NR + W);
+    TANDEM_UNROLL
     for (int r = 0; r < MR; ++r) {
       const V ar = S::set1(A[k * MR + r]);
       c0[r] = S::fma(ar, b0, c0[r]);
@@ -133,6 +156,7 @@ inline void micro_kernel(int64_t kc, const float* A, const float* B, float* C, i
     }
   }
   if (rows == MR && cols == NR) {
+    TANDEM_UNROLL
     for (int r = 0; r < MR; ++r) {
       float* c = C + r * ldc;
       S::store(c, accumulate ? S::add(c0[r], S::load(c)) : c0[r]);
@@ -168,6 +192,7 @@ void gemm(const Fp8MatmulArgs& a) {
       float* slab = A.get() + m_panels * MR * k0;
       for (int64_t i = lo; i < hi; ++i) {
         float* panel = slab + i * MR * kc;
+        TANDEM_UNROLL
         for (int r = 0; r < MR; ++r) {
           const int64_t m = i * MR + r;
           for (int64_t k = 0; k < kc; ++k)

@@ -31,12 +31,20 @@ struct SimdAvx2 {
     return _mm256_load_ps(buf);
   }
 
-  // Same fp16 trick as the AVX-512 path: value * 2^-8.
-  static V decode_bits(__m128i b) {
-    __m128i w = _mm_cvtepu8_epi16(b);
-    __m128i mag = _mm_slli_epi16(_mm_and_si128(w, _mm_set1_epi16(0x7F)), 7);
-    __m128i sgn = _mm_slli_epi16(_mm_and_si128(w, _mm_set1_epi16(0x80)), 8);
-    return _mm256_cvtph_ps(_mm_or_si128(mag, sgn));
+  // E4M3 -> fp16 bits, the true value times 2^-8 (callers fold 2^8 into the
+  // block scale): code b in the high byte, arithmetic shift right by one puts
+  // the magnitude at bits 7..13 and copies the sign into bit 14, which is cleared.
+  static __m128i fp16_bits(__m128i w) {
+    return _mm_and_si128(_mm_srai_epi16(_mm_slli_epi16(w, 8), 1), _mm_set1_epi16(-16385));
+  }
+  static V decode_bits(__m128i b) { return _mm256_cvtph_ps(fp16_bits(_mm_cvtepu8_epi16(b))); }
+  // 2W codes at once: the integer part runs on 256-bit lanes.
+  static void decode2(const uint8_t* p, V& lo, V& hi) {
+    __m256i w = _mm256_cvtepu8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+    __m256i h = _mm256_and_si256(_mm256_srai_epi16(_mm256_slli_epi16(w, 8), 1),
+                                 _mm256_set1_epi16(-16385));
+    lo = _mm256_cvtph_ps(_mm256_castsi256_si128(h));
+    hi = _mm256_cvtph_ps(_mm256_extracti128_si256(h, 1));
   }
   static V decode(const uint8_t* p) {
     return decode_bits(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)));

@@ -25,11 +25,19 @@ struct SimdAvx512 {
 
   // E4M3 -> fp16 bits: magnitude (b & 0x7F) << 7, sign to bit 15. The result is
   // the true value times 2^-8; callers fold 2^8 into the block scale.
+  // Code b in the high byte, arithmetic shift right by one: magnitude at bits
+  // 7..13, sign copied into bit 14, which is cleared.
   static V decode_bits(__m128i b) {
     __m256i w = _mm256_cvtepu8_epi16(b);
-    __m256i mag = _mm256_slli_epi16(_mm256_and_si256(w, _mm256_set1_epi16(0x7F)), 7);
-    __m256i sgn = _mm256_slli_epi16(_mm256_and_si256(w, _mm256_set1_epi16(0x80)), 8);
-    return _mm512_cvtph_ps(_mm256_or_si256(mag, sgn));
+    return _mm512_cvtph_ps(_mm256_and_si256(_mm256_srai_epi16(_mm256_slli_epi16(w, 8), 1),
+                                            _mm256_set1_epi16(-16385)));
+  }
+  static void decode2(const uint8_t* p, V& lo, V& hi) {
+    __m512i w = _mm512_cvtepu8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+    __m512i h = _mm512_and_si512(_mm512_srai_epi16(_mm512_slli_epi16(w, 8), 1),
+                                 _mm512_set1_epi16(-16385));
+    lo = _mm512_cvtph_ps(_mm512_castsi512_si256(h));
+    hi = _mm512_cvtph_ps(_mm512_extracti64x4_epi64(h, 1));
   }
   static V decode(const uint8_t* p) {
     return decode_bits(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
