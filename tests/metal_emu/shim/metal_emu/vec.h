@@ -64,6 +64,8 @@ struct alignas(sizeof(T) * (N == 3 ? 4 : N)) vec : vec_data<T, N> {
     put(d, a0); put(d, a1); (put(d, a), ...);
   }
   template <class U> explicit vec(const vec<U, N>& o) { for (int i = 0; i < N; i++) this->e[i] = T(o[i]); }
+  template <class V, class U, int S, int... I> requires(sizeof...(I) == N)
+  vec(const swz<V, U, S, I...>& s) { U src[] = {s.e[I]...}; for (int i = 0; i < N; i++) this->e[i] = T(src[i]); }
   vec(const packed_vec<T, N>& p) { for (int i = 0; i < N; i++) this->e[i] = p[i]; }
   vec& operator=(const vec& o) { __builtin_memcpy(this->e, o.e, sizeof(T) * N); return *this; }
 
