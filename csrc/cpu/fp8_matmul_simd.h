@@ -164,12 +164,17 @@ inline void micro_kernel(int64_t kc, const float* A, const float* B, float* C, i
     }
     return;
   }
-  alignas(64) float tile[NR];
+  // Edge tile: spill with constant indices only (a runtime index into c0/c1
+  // would force GCC to keep the accumulators in memory inside the k loop).
+  alignas(64) float tile[MR][NR];
+  TANDEM_UNROLL
+  for (int r = 0; r < MR; ++r) {
+    S::store(tile[r], c0[r]);
+    S::store(tile[r] + W, c1[r]);
+  }
   for (int r = 0; r < rows; ++r) {
-    S::store(tile, c0[r]);
-    S::store(tile + W, c1[r]);
     float* c = C + r * ldc;
-    for (int j = 0; j < cols; ++j) c[j] = accumulate ? c[j] + tile[j] : tile[j];
+    for (int j = 0; j < cols; ++j) c[j] = accumulate ? c[j] + tile[r][j] : tile[r][j];
   }
 }
 
