@@ -90,6 +90,8 @@ template <class T> struct dref {
   dref(const dref&) = default;
   operator T() const { return *dcheck(p, info, false); }
   T load() const { return *dcheck(p, info, false); }
+  template <class U> requires(!std::is_same_v<U, T> && requires(const T& t) { U(t); })
+  explicit operator U() const { return U(load()); }
   const dref& operator=(const T& v) const { *dcheck(p, info, true) = v; return *this; }
   const dref& operator=(const dref& o) const { return *this = o.load(); }
   dptr<T> operator&() const { return dptr<T>(p, info); }
