@@ -11,16 +11,35 @@ See README.md in this directory for what it checks and what only real hardware c
 """
 from __future__ import annotations
 
+import os
+import platform
+import shutil
 from pathlib import Path
 
-from .build import build, cache_dir
+from .compiler import build, cache_dir
 from .errors import BarrierDivergence, CompileError, EmulationError, LimitExceeded, OutOfBounds
 from .library import DispatchStats, Library
 
-__all__ = ["compile", "Library", "DispatchStats", "EmulationError", "BarrierDivergence", "OutOfBounds",
+__all__ = ["compile", "available", "Library", "DispatchStats", "EmulationError", "BarrierDivergence", "OutOfBounds",
            "LimitExceeded", "CompileError", "cache_dir"]
 
 _loaded: dict[Path, Library] = {}
+
+
+def available() -> tuple[bool, str]:
+    """(True, "") where the emulator is known to work: Linux on x86-64 or aarch64 with a C++20
+    compiler. Elsewhere (macOS, where the real GPU runs the kernels) it is opt-in with
+    METAL_EMU_FORCE=1. Tests that use the emulator skip with the reason otherwise."""
+    from .compiler import CXX
+
+    if not shutil.which(CXX):
+        return False, f"metal_emu: no C++ compiler ({CXX})"
+    system, machine = platform.system(), platform.machine().lower()
+    if system == "Linux" and machine in ("x86_64", "amd64", "aarch64", "arm64"):
+        return True, ""
+    if os.environ.get("METAL_EMU_FORCE") == "1":
+        return True, ""
+    return False, f"metal_emu: untested on {system}/{machine} (set METAL_EMU_FORCE=1 to try)"
 
 
 def compile(sources, include_dirs=(), defines=None) -> Library:  # noqa: A001 - the contract's name

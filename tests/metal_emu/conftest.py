@@ -8,6 +8,13 @@ import metal_emu
 KERNELS = Path(__file__).resolve().parent / "kernels"
 
 
+@pytest.fixture(autouse=True)
+def _require_emulator():
+    ok, why = metal_emu.available()
+    if not ok:
+        pytest.skip(why)
+
+
 def _lib(name: str, **kw):
     return metal_emu.compile([KERNELS / name], **kw)
 

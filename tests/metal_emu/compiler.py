@@ -58,7 +58,7 @@ def _toolchain_hash() -> str:
     h.update(" ".join(CXXFLAGS).encode())
     _tree_hash(h, SHIM)
     _tree_hash(h, RUNTIME)
-    for name in ("frontend.py", "codegen.py", "build.py"):
+    for name in ("frontend.py", "codegen.py", "compiler.py"):
         h.update((HERE / name).read_bytes())
     return h.hexdigest()[:20]
 
