@@ -152,3 +152,20 @@ def test_missing_directory_and_index_errors(tmp_path):
         Checkpoint(d).get("model.norm.weight")
     with pytest.raises(KeyError, match="not found"):
         Checkpoint(d).get("model.embed_tokens.weight")
+
+
+def test_head_kept_in_bf16_or_fp8(tmp_path):
+    t = float_checkpoint(tmp_path / "f")
+    convert(str(tmp_path / "f"), str(tmp_path / "q"), quantize_head=False, progress=False)
+    kept, _ = load_model(str(tmp_path / "q"))  # as the checkpoint has it: float
+    assert type(kept.lm_head).__name__ == "Linear" and kept.lm_head.weight.dtype == mx.bfloat16
+    assert np.array_equal(np.array(kept.lm_head.weight.astype(mx.float32)),
+                          np.array(t["lm_head.weight"].astype(mx.float32)))
+    forced, _ = load_model(str(tmp_path / "q"), head_bf16=False)
+    codes, _ = tdm.quantize_fp8(t["lm_head.weight"], block_size=(128, 128))
+    assert np.array_equal(np.array(forced.lm_head.weight), np.array(codes))
+    tied, _ = load_model(os.path.join(GOLDEN, "qwen2"), dtype="float32", head_bf16=True)
+    assert "lm_head" not in tied  # the float embedding is the head
+    fp8, _ = load_model(os.path.join(GOLDEN, "qwen2"), dtype="float32")
+    a, b = np.array(tied(TOKENS)), np.array(fp8(TOKENS))
+    assert 0 < np.abs(a - b).max() < 0.1 * np.abs(b).max()

@@ -98,14 +98,20 @@ def _global_name(name: str, start: int) -> str:
 
 
 def load_model(path: str, layer_range: tuple[int, int] | None = None, dtype=None,
-               head_bf16: bool = False):
+               head_bf16: bool | None = None):
     """Build the model for `layer_range` and read only its tensors. Float linear weights are
-    quantized to FP8 at load; FP8 ones (weight + weight_scale_inv) are used as they are."""
+    quantized to FP8 at load; FP8 ones (weight + weight_scale_inv) are used as they are.
+    head_bf16: None keeps the head as the checkpoint has it (float only in an FP8 checkpoint
+    converted with --keep-head-bf16); True/False force a float/FP8 head."""
     ckpt = Checkpoint(path)
     config = ckpt.config
     args = ModelArgs.from_config(config)
     cls = model_class(args.model_type)
-    block = block_size_of(config) or (128, 128)
+    fp8_block = block_size_of(config)
+    block = fp8_block or (128, 128)
+    if head_bf16 is None:
+        head_bf16 = (fp8_block is not None and not args.tie_word_embeddings
+                     and "lm_head.weight_scale_inv" not in ckpt)
     if dtype is None:
         dtype = _DTYPES.get(config.get("torch_dtype") or config.get("dtype"), mx.bfloat16)
     elif isinstance(dtype, str):
@@ -123,6 +129,10 @@ def load_model(path: str, layer_range: tuple[int, int] | None = None, dtype=None
         if owner in linears and leaf in ("weight", "weight_scale_inv"):
             if leaf == "weight":
                 loaded += _load_linear(ckpt, _global_name(owner, start), owner, param.shape, block)
+            continue
+        if gname == "lm_head.weight" and "lm_head.weight_scale_inv" in ckpt:  # FP8 head kept as float
+            codes, scales = ckpt.get(gname), ckpt.get(gname + "_scale_inv")
+            loaded.append((name, _ext.dequantize_fp8(codes, scales, block_size=block, dtype=dtype)))
             continue
         loaded.append((name, _load_tensor(ckpt, gname, param.shape, dtype)))
     model.update(tree_unflatten(loaded))

@@ -12,7 +12,8 @@ from .checkpoint import load_model
 from .tokenizer import TokenizerWrapper
 
 
-def load(path: str, layer_range: tuple[int, int] | None = None, dtype=None, head_bf16: bool = False):
+def load(path: str, layer_range: tuple[int, int] | None = None, dtype=None,
+         head_bf16: bool | None = None):
     """(model, tokenizer) from a checkpoint directory (ours, DeepSeek-V3 FP8 or a float HF one,
     quantized at load). With `layer_range` only those layers' tensors are read."""
     model, _ = load_model(path, layer_range=layer_range, dtype=dtype, head_bf16=head_bf16)

@@ -93,7 +93,8 @@ class Model(nn.Module):
     `model(inputs, cache)`: inputs are token ids (B, L) on the first stage and hidden states
     (B, L, H) otherwise; returns logits (B, L, vocab) on the last stage, hidden states otherwise.
     The head is an FP8Linear; with tied embeddings it is the FP8-quantized embedding matrix
-    (built by `tie_head`, called by the loader) unless `head_bf16` keeps the float embedding.
+    (built by `tie_head`, called by the loader). `head_bf16` keeps it in floating point instead
+    (an nn.Linear, or the embedding itself when tied), which on Linux runs on MLX's slow matmul.
     """
 
     block_cls = TransformerBlock
@@ -109,7 +110,10 @@ class Model(nn.Module):
         self.layer_range = (start, end)
         self.head_bf16 = head_bf16
         self.model = LlamaModel(args, (start, end), block_size)
-        if end == n and not (args.tie_word_embeddings and head_bf16):
+        if end == n and not args.tie_word_embeddings:
+            self.lm_head = (nn.Linear(args.hidden_size, args.vocab_size, bias=False) if head_bf16
+                            else FP8Linear(args.hidden_size, args.vocab_size, False, block_size))
+        elif end == n and not head_bf16:
             self.lm_head = FP8Linear(args.hidden_size, args.vocab_size, False, block_size)
 
     @property
