@@ -119,6 +119,7 @@ def convert(src: str, out: str, block_size=(128, 128), quantize_head: bool = Tru
                 else:
                     data = to_bytes(w.astype(mx_dtype))
                 del w
+                mx.clear_cache()  # hand freed buffers back, so peak memory tracks one tensor
                 bar.update(1)
             writer.write(oname, data)
             del data
