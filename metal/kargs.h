@@ -1,0 +1,62 @@
+// One argument struct per kernel, shared by the host planning code (csrc/metal/plan_*.cpp) and the
+// shaders: plain fixed-width fields, 64-bit fields first so both sides lay them out identically.
+// Buffer indices of each kernel are listed next to its struct.
+#pragma once
+
+#ifdef __METAL_VERSION__
+typedef int tdm_i32;
+typedef long tdm_i64;
+#else
+#include <cstdint>
+typedef int32_t tdm_i32;
+typedef int64_t tdm_i64;
+#endif
+
+// fp8_gemv_* : buffers 0 x (M, K) T, 1 codes (N, K) uchar, 2 scales float, 3 y (M, N) T, 4 args.
+struct Fp8GemvArgs {
+  tdm_i32 M, N, K;
+  tdm_i32 bn, bk;        // block size
+  tdm_i32 scales_ld;     // ceil(K / bk): row stride of scales
+};
+
+// fp8_gemm_* : same buffers as the GEMV.
+struct Fp8GemmArgs {
+  tdm_i32 M, N, K;
+  tdm_i32 bn, bk;
+  tdm_i32 scales_ld;
+};
+
+// Strides in elements; the innermost (head-dim) stride is 1. K/V may be views into a larger cache.
+struct AttnStrides {
+  tdm_i64 batch, head, seq;
+};
+
+// attention_decode_* : buffers 0 q (B, Hq, Lq, Dk) contiguous, 1 k, 2 v, 3 out (B, Hq, Lq, Dv) contiguous
+// (or, in split mode, partial outputs float (B, Hq, Lq, splits, Dv)), 4 args, 5 partial (max, sum) float2
+// (B, Hq, Lq, splits), split mode only.
+struct AttnDecodeArgs {
+  AttnStrides k, v;
+  tdm_i32 B, Hq, Hkv, Lq, Lk;
+  tdm_i32 gqa;              // Hq / Hkv
+  tdm_i32 causal;           // bottom-right aligned
+  tdm_i32 keys_per_split;   // Lk when not split
+  tdm_i32 splits;
+  float scale_log2;         // softmax scale * log2(e): scores go through exp2
+};
+
+// attention_decode_merge_* : buffers 0 partial outputs, 1 partial (max, sum), 2 out, 3 args.
+struct AttnMergeArgs {
+  tdm_i32 rows;             // B * Hq * Lq
+  tdm_i32 splits;
+  tdm_i32 Dv;
+};
+
+// attention_prefill_* : buffers 0 q, 1 k, 2 v, 3 out (as the decode kernel), 4 args.
+struct AttnPrefillArgs {
+  AttnStrides k, v;
+  tdm_i32 B, Hq, Hkv, Lq, Lk;
+  tdm_i32 gqa;
+  tdm_i32 causal;
+  tdm_i32 dv_tiles;         // Dv is covered in dv_tiles slices of the kernel's DV_TILE
+  float scale_log2;
+};
