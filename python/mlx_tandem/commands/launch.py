@@ -1,0 +1,171 @@
+"""`tandem launch`: run one rank of the two-machine pipeline (the same command on both, only --node-rank
+differs). Rank 0 listens, holds the embeddings and the first layers, and prints only the generated text
+on stdout (status goes to stderr); rank 1 connects, holds the remaining layers and the head, and samples."""
+
+from __future__ import annotations
+
+import os
+import resource
+import sys
+import time
+
+
+def add_arguments(parser):
+    parser.add_argument("--nnodes", type=int, default=2, help="number of ranks (2)")
+    parser.add_argument("--node-rank", type=int, required=True, choices=[0, 1])
+    parser.add_argument("--master-addr", default="127.0.0.1", help="rank 0's address (rank 0 listens on it)")
+    parser.add_argument("--master-port", type=int, default=29500)
+    parser.add_argument("--model", required=True, help="checkpoint directory, a .gguf file, or 'demo'")
+    parser.add_argument("--secret-file", default=None,
+                        help="file holding the shared secret (else the TANDEM_SECRET environment variable)")
+    parser.add_argument("--insecure-no-auth", action="store_true",
+                        help="allow a non-loopback address without a shared secret (trusted private links only)")
+    parser.add_argument("--split", default="auto", help="first layer of rank 1, or 'auto' to balance weight bytes")
+    parser.add_argument("--prompt", default=None, help="prompt text ('-' reads standard input) (rank 0)")
+    parser.add_argument("--interactive", action="store_true", help="read prompts line by line from stdin (rank 0)")
+    parser.add_argument("--max-tokens", type=int, default=256)
+    parser.add_argument("--temp", type=float, default=0.0, help="sampling temperature (0 = greedy)")
+    parser.add_argument("--top-p", type=float, default=1.0)
+    parser.add_argument("--top-k", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("--chat", action="store_true", help="wrap prompts in the model's chat template")
+    parser.add_argument("--dtype", default=None, choices=["bfloat16", "float16", "float32"])
+    parser.add_argument("--prefill-chunk", type=int, default=128, help="prompt tokens per pipelined chunk")
+    parser.add_argument("--timeout", type=float, default=30.0, help="seconds of silence before the peer is declared dead")
+    parser.add_argument("--connect-timeout", type=float, default=300.0, help="seconds to wait for the other rank")
+    parser.add_argument("--cpu", type=int, default=None, help="pin this rank to one CPU core")
+
+
+def log(msg: str) -> None:
+    print(f"[tandem rank] {msg}", file=sys.stderr, flush=True)
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def plan(args):
+    """(checkpoint path, config, split, handshake description, bytes of each rank) — same on both ranks."""
+    from ..checkpoint import Checkpoint, read_config
+    from ..pipeline import partition
+    from .generate import resolve_model
+
+    path = resolve_model(args.model)
+    config = read_config(path)
+    sizes = partition.tensor_bytes(Checkpoint(path))
+    L = config["num_hidden_layers"]
+    tied = bool(config.get("tie_word_embeddings", False))
+    split = partition.choose_split(sizes, L, tied, args.split)
+    return path, config, split, partition.describe(config, sizes, split), partition.rank_bytes(sizes, L, split, tied), sum(sizes.values())
+
+
+def main(args) -> int:
+    from ..pipeline import auth
+    from ..pipeline.errors import FingerprintMismatch, PipelineError
+
+    if args.nnodes != 2:
+        print(f"tandem launch: only --nnodes 2 is supported, got {args.nnodes}", file=sys.stderr)
+        return 1
+    if args.node_rank == 0 and not (args.prompt or args.interactive):
+        print("tandem launch: rank 0 needs --prompt TEXT or --interactive", file=sys.stderr)
+        return 1
+    if args.cpu is not None:
+        os.sched_setaffinity(0, {args.cpu})
+    try:
+        secret = auth.load_secret(args.secret_file)
+        auth.check_secret_policy(args.master_addr, secret, args.insecure_no_auth)
+        path, config, split, description, per_rank, total = plan(args)
+    except (ValueError, OSError) as e:
+        print(f"tandem launch: {e}", file=sys.stderr)
+        return 1
+    creds = auth.Credentials(secret, description)
+    L = config["num_hidden_layers"]
+    layers = (0, split) if args.node_rank == 0 else (split, L)
+    log(f"rank {args.node_rank}: layers [{layers[0]}, {layers[1]}) of {L}, {per_rank[args.node_rank] / 2**20:.1f} MB "
+        f"of the model's {total / 2**20:.1f} MB; {description}")
+    from ..generate import load
+
+    t0 = time.perf_counter()
+    model, tokenizer = load(path, layer_range=layers, dtype=args.dtype)
+    log(f"rank {args.node_rank}: loaded in {time.perf_counter() - t0:.1f} s, peak RSS {peak_rss_mb():.0f} MB")
+    try:
+        if args.node_rank == 0:
+            return run_rank0(args, model, tokenizer, creds)
+        return run_rank1(args, model, creds)
+    except FingerprintMismatch as e:
+        print(f"tandem launch: {e}", file=sys.stderr)
+        return 1
+    except PipelineError as e:
+        print(f"tandem launch: {type(e).__name__}: {e}", file=sys.stderr)
+        return 2
+    finally:
+        log(f"rank {args.node_rank}: peak RSS {peak_rss_mb():.0f} MB (model files {total / 2**20:.0f} MB)")
+
+
+def _prompts(args):
+    if args.interactive:
+        for line in sys.stdin:
+            if line.strip():
+                yield line.rstrip("\n")
+    else:
+        yield sys.stdin.read() if args.prompt == "-" else args.prompt
+
+
+def run_rank0(args, model, tokenizer, creds) -> int:
+    from ..pipeline import auth
+    from ..pipeline.errors import FingerprintMismatch, PipelineError
+    from ..pipeline.pipeline import Pipeline
+    from ..pipeline.textgen import TextStats, stream_text
+
+    listener = auth.Listener(args.master_addr, args.master_port, creds, timeout=args.timeout)
+    log(f"rank 0: listening on {args.master_addr}:{listener.address[1]}, waiting for rank 1")
+    pipe = Pipeline(model, listener.accept(args.connect_timeout), prefill_chunk=args.prefill_chunk)
+    log("rank 0: rank 1 connected and authenticated")
+    sampling = dict(temperature=args.temp, top_p=args.top_p, top_k=args.top_k, seed=args.seed)
+    try:
+        for prompt in _prompts(args):
+            stats = TextStats()
+            try:
+                for piece in stream_text(pipe, tokenizer, prompt, args.max_tokens, chat=args.chat, stats=stats, **sampling):
+                    sys.stdout.write(piece)
+                    sys.stdout.flush()
+            except FingerprintMismatch:
+                raise
+            except PipelineError as e:
+                sys.stdout.write("\n")
+                if not args.interactive:
+                    raise
+                log(f"rank 0: the pipeline failed ({type(e).__name__}: {e}); waiting for rank 1 to come back")
+                pipe.reconnect(listener, args.connect_timeout)
+                log("rank 0: rank 1 is back; enter the prompt again")
+                continue
+            sys.stdout.write("\n")
+            sys.stdout.flush()
+            log(f"rank 0: {stats.summary()}; link {pipe.conn.bytes_sent / 2**10:.0f} KiB sent, "
+                f"{pipe.conn.bytes_received / 2**10:.0f} KiB received")
+    finally:
+        pipe.close()
+        listener.close()
+    return 0
+
+
+def run_rank1(args, model, creds) -> int:
+    from ..pipeline import auth
+    from ..pipeline.errors import FingerprintMismatch, PipelineError
+    from ..pipeline.stage import StageServer
+
+    while True:  # redial after a fault, so a restarted rank 0 finds us again
+        conn = auth.dial(args.master_addr, args.master_port, creds, deadline=args.connect_timeout, timeout=args.timeout)
+        log(f"rank 1: connected to {args.master_addr}:{args.master_port} and authenticated")
+        server = StageServer(model, conn)
+        try:
+            server.serve()
+        except FingerprintMismatch:
+            raise
+        except PipelineError as e:
+            log(f"rank 1: the pipeline failed ({type(e).__name__}: {e}); reconnecting")
+            continue
+        finally:
+            conn.close()
+        log(f"rank 1: rank 0 ended the session after {server.served} requests")
+        return 0
