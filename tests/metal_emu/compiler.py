@@ -38,7 +38,7 @@ def _run(cmd: list[str], what: str) -> str:
     except FileNotFoundError as e:
         raise CompileError(f"{what}: cannot run {cmd[0]} ({e}); the emulator needs a C++20 compiler") from None
     if r.returncode != 0:
-        lines = r.stderr.splitlines()
+        lines = [ln if len(ln) < 300 else ln[:300] + " ..." for ln in r.stderr.splitlines()]
         errs = [ln for ln in lines if "error" in ln]
         msg = "\n".join((errs[:12] + ["..."] + lines[:80]) if errs else lines[:80])
         raise CompileError(f"{what} failed:\n{msg}")

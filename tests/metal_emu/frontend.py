@@ -114,6 +114,8 @@ class _Rewriter:
         self.out: list[str] = [x.text for x in toks]
         self.unit = Unit(text="")
         self.braces: list[tuple[str, str]] = []  # (kind, namespace name)
+        self.signatures: list[set[str]] = [set()]  # per open scope: function signatures seen
+        self.stmt_start = 0
 
     # --- token navigation (whitespace and line markers are skipped) -----------------------
     def sig(self, i: int) -> int:
@@ -179,11 +181,21 @@ class _Rewriter:
                 continue
             s = tok.text
             if s == "{":
+                if self.text(self.prev(i)) == ")" and all(k == "ns" for k, _ in self.braces):
+                    key = self.signature_key(stmt_start, i)
+                    if key in self.signatures[-1]:  # an address-space twin, now identical: drop it
+                        end = self.match_close(i)
+                        self.replace(stmt_start, end, "")
+                        i = stmt_start = end + 1
+                        continue
+                    self.signatures[-1].add(key)
                 self.braces.append(self.classify_brace(stmt_start, i))
+                self.signatures.append(set())
                 stmt_start = i + 1
             elif s == "}":
                 if self.braces:
                     self.braces.pop()
+                    self.signatures.pop()
                 stmt_start = i + 1
             elif s == ";":
                 stmt_start = i + 1
@@ -207,6 +219,7 @@ class _Rewriter:
                 i = end + 1
                 continue
             elif s in _ADDRESS_SPACES:
+                self.stmt_start = stmt_start
                 i = self.address_space(i)
                 continue
             i += 1
@@ -363,6 +376,8 @@ class _Rewriter:
         space = self.text(i)
         start = i
         before = self.prev(i)
+        if self.text(before) == ")" or (self.text(before) == "const" and self.text(self.prev(before)) == ")"):
+            return self.member_qualifier(i)
         prefix_const = self.text(before) in ("const", "volatile")
         if prefix_const:
             start = before
@@ -432,6 +447,33 @@ class _Rewriter:
             return i + 1
         self.out[i] = ""
         return i + 1
+
+    def signature_key(self, a: int, b: int) -> str:
+        return " ".join("".join(self.out[a:b]).split())
+
+    def member_qualifier(self, i: int) -> int:
+        """`f() thread {..}`, `f() const constant {..}`, `T() threadgroup : ...`: MSL overloads member
+        functions on the object's address space. Memory is flat here, so one version serves every
+        object: keep the first of a set of twins (dropping the qualifier), drop the others, which
+        would otherwise be redefinitions."""
+        key = self.signature_key(self.stmt_start, i)
+        if key not in self.signatures[-1]:
+            self.signatures[-1].add(key)
+            self.out[i] = ""
+            return i + 1
+        k = self.sig(i + 1)
+        while k < len(self.t):
+            s = self.text(k)
+            if s == ";":
+                break
+            if s == "{" and (self.prev(k) == i or self.t[self.prev(k)].kind != "id"):
+                k = self.match_close(k)
+                break
+            if s in ("(", "{", "["):
+                k = self.match_close(k)
+            k = self.sig(k + 1)
+        self.replace(self.stmt_start, k, "")
+        return k + 1
 
     def threadgroup_var(self, i: int, start: int, type_toks: list[int], k: int) -> int:
         if len(type_toks) < 2:

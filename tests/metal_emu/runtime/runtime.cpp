@@ -73,7 +73,7 @@ void lane_fail(Lane* L, int kind, const char* msg, uintptr_t addr) {
     if (addr && dladdr(reinterpret_cast<void*>(addr), &info) && info.dli_fbase)
       w->err_addr = addr - reinterpret_cast<uintptr_t>(info.dli_fbase);
   }
-  L->state = L_DONE;
+  L->group->state[L->lane] = L_DONE;
   metal_emu_switch(&L->sp, w->sched_sp);
   __builtin_unreachable();
 }
@@ -176,7 +176,7 @@ static char* region_pool(int slot) {
     void* m = mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     if (m == MAP_FAILED) { perror("metal_emu: mmap"); abort(); }
     char* base = reinterpret_cast<char*>((reinterpret_cast<uintptr_t>(m) + kRegion - 1) & ~(kRegion - 1));
-    for (int i = 0; i < kMaxThreads; i++) mprotect(base + i * kRegion, 4096, PROT_NONE);
+    for (int i = 0; i < kMaxThreads; i++) mprotect(base + i * kRegion, 4096, PROT_NONE);  // stack overflow guard
     g_pools[slot] = base;
   }
   return g_pools[slot];
@@ -185,7 +185,8 @@ static char* region_pool(int slot) {
 static void lane_main(void* arg) {
   Lane* L = static_cast<Lane*>(arg);
   L->worker->launch->k->entry(L);
-  L->state = L_DONE;
+  L->group->state[L->lane] = L_DONE;
+  L->group->done++;
   metal_emu_switch(&L->sp, L->worker->sched_sp);
   __builtin_unreachable();
 }
@@ -211,7 +212,8 @@ static std::string describe(Lane* const* lanes, int n, bool thread_index) {
   std::vector<std::pair<std::string, std::vector<int>>> groups;
   for (int i = 0; i < n; i++) {
     const Lane* L = lanes[i];
-    std::string key = L->state == L_DONE ? "have exited" : "wait at " + site_str(L->site);
+    const Group* G = L->group;
+    std::string key = G->state[L->lane] == L_DONE ? "have exited" : "wait at " + site_str(G->site[L->lane]);
     size_t g = 0;
     while (g < groups.size() && groups[g].first != key) g++;
     if (g == groups.size()) groups.push_back({key, {}});
@@ -256,14 +258,16 @@ static void run_threadgroup(Worker* w, std::vector<Lane*>& lanes) {
     g->index = int(s);
     g->n = int(std::min<uint32_t>(kSimdWidth, n - s * kSimdWidth));
     g->arrived = 0;
+    g->done = 0;
+    g->ready = g->n;
   }
   for (uint32_t i = 0; i < n; i++) {
-    Lane* L = reinterpret_cast<Lane*>(w->regions + (i + 1) * kRegion - kLaneRecord);
-    L->state = L_READY;
+    Lane* L = reinterpret_cast<Lane*>(lane_record(reinterpret_cast<uintptr_t>(w->regions + i * kRegion)));
     L->lane = i % kSimdWidth;
     L->index = i;
     L->group = &w->groups[i / kSimdWidth];
     L->group->lanes[L->lane] = L;
+    L->group->state[L->lane] = L_READY;
     L->worker = w;
     L->sp = init_frame(reinterpret_cast<char*>(L), L, lane_main, metal_emu_trampoline);
     lanes[i] = L;
@@ -271,33 +275,38 @@ static void run_threadgroup(Worker* w, std::vector<Lane*>& lanes) {
   for (;;) {
     for (uint32_t s = 0; s < w->nsimd; s++) {
       Group* g = &w->groups[s];
-      for (bool again = true; again;) {
-        again = false;
+      while (g->ready > 0) {
         for (int i = 0; i < g->n; i++) {
-          Lane* L = g->lanes[i];
-          if (L->state != L_READY) continue;
-          metal_emu_switch(&w->sched_sp, L->sp);
+          if (g->state[i] != L_READY) continue;
+          g->state[i] = L_RUN;
+          g->ready--;
+          metal_emu_switch(&w->sched_sp, g->lanes[i]->sp);
           if (w->failed) return;
-          again = true;
         }
       }
       for (int i = 0; i < g->n; i++)
-        if (g->lanes[i]->state == L_SIMD) {
+        if (g->state[i] == L_SIMD) {
           sched_fail(w, E_DIVERGENCE, "SIMD-group divergence in simdgroup " + std::to_string(s) + ": " +
                                           describe(g->lanes, g->n, false));
           return;
         }
     }
     uint32_t done = 0;
-    for (uint32_t i = 0; i < n; i++) done += lanes[i]->state == L_DONE;
+    for (uint32_t s = 0; s < w->nsimd; s++) done += uint32_t(w->groups[s].done);
     if (done == n) return;
     bool same = done == 0;
-    for (uint32_t i = 1; i < n && same; i++) same = same_site(lanes[i]->site, lanes[0]->site);
+    const Site& first = w->groups[0].site[0];
+    for (uint32_t s = 0; s < w->nsimd && same; s++)
+      for (int i = 0; i < w->groups[s].n && same; i++) same = same_site(w->groups[s].site[i], first);
     if (!same) {
       sched_fail(w, E_DIVERGENCE, "threadgroup_barrier divergence: " + describe(lanes.data(), int(n), true));
       return;
     }
-    for (uint32_t i = 0; i < n; i++) lanes[i]->state = L_READY;
+    for (uint32_t s = 0; s < w->nsimd; s++) {
+      Group* g = &w->groups[s];
+      for (int i = 0; i < g->n; i++) g->state[i] = L_READY;
+      g->ready = g->n;
+    }
   }
 }
 

@@ -1,9 +1,8 @@
-// MLX-style helpers: METAL_FUNC, the instantiate_kernel macro, a Limits table.
+// MLX-style helpers: the instantiate_kernel macro, a Limits table (METAL_FUNC comes from metal_stdlib).
 #pragma once
 #include <metal_stdlib>
 #pragma METAL internals : enable
 
-#define METAL_FUNC inline __attribute__((always_inline))
 #define instantiate_kernel(name, func, ...) \
   template [[host_name(name)]] [[kernel]] decltype(func<__VA_ARGS__>) func<__VA_ARGS__>;
 

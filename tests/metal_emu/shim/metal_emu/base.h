@@ -9,6 +9,9 @@
 #include <type_traits>
 #include <utility>
 
+// Defined by Apple's metal_stdlib; MLX-style code relies on it.
+#define METAL_FUNC inline __attribute__((__always_inline__))
+
 typedef unsigned char uchar;
 typedef unsigned short ushort;
 typedef unsigned int uint;
@@ -28,10 +31,11 @@ struct bfloat {
     u += 0x7fffu + ((u >> 16) & 1u);
     return uint16_t(u >> 16);
   }
-  constexpr bfloat(float f) : bits(round(f)) {}
+  // MSL: float and half convert to bfloat only explicitly; bfloat converts to float implicitly.
+  explicit constexpr bfloat(float f) : bits(round(f)) {}
   template <class U>
     requires(std::is_arithmetic_v<U> || std::is_same_v<U, half>)
-  constexpr bfloat(U v) : bits(round(float(v))) {}
+  explicit constexpr bfloat(U v) : bits(round(float(v))) {}
   static constexpr bfloat from_bits(uint16_t b) { bfloat r{}; r.bits = b; return r; }
   constexpr operator float() const { return std::bit_cast<float>(uint32_t(bits) << 16); }
   constexpr bfloat operator-() const { return from_bits(bits ^ 0x8000u); }
@@ -100,7 +104,7 @@ template <> struct numeric_limits<bfloat> {
 // The type traits MSL exposes in namespace metal (MLX-style code names them metal::...).
 using std::conditional; using std::conditional_t; using std::enable_if; using std::enable_if_t;
 using std::integral_constant; using std::is_arithmetic; using std::is_arithmetic_v;
-using std::is_integral; using std::is_integral_v; using std::is_same; using std::is_same_v;
+using std::is_integral; using std::is_integral_v; using std::is_convertible; using std::is_convertible_v; using std::is_same; using std::is_same_v;
 using std::is_signed; using std::is_signed_v; using std::is_unsigned; using std::is_unsigned_v;
 using std::remove_const_t; using std::remove_cv_t; using std::remove_reference_t; using std::decay_t;
 using std::true_type; using std::false_type; using std::bool_constant; using std::make_unsigned_t;

@@ -14,7 +14,7 @@ constexpr uintptr_t kRegion = 128 * 1024;  // guard page, stack, Lane record at 
 constexpr uintptr_t kLaneRecord = 256;     // the stack starts right below the record: one hot page per lane
 
 enum ErrKind : int { E_NONE = 0, E_DIVERGENCE = 1, E_OOB = 2, E_LIMIT = 3, E_OTHER = 4 };
-enum LaneState : uint8_t { L_READY, L_SIMD, L_BARRIER, L_DONE };
+enum LaneState : uint8_t { L_READY, L_RUN, L_SIMD, L_BARRIER, L_DONE };
 
 struct Group;
 using ResolveFn = void (*)(Group*);
@@ -40,19 +40,20 @@ inline BufferInfo g_null_buffer{nullptr, nullptr, 0, 0, -1, 0};
 struct Worker;
 struct alignas(64) Lane {
   void* sp;
-  LaneState state;
   uint32_t lane;   // thread_index_in_simdgroup
   uint32_t index;  // thread_index_in_threadgroup
   Group* group;
   Worker* worker;
-  Site site;
   int64_t iarg;
 };
 
+// Everything the scheduler scans lives here, not in the lanes' (scattered) stack pages.
 struct alignas(16) Slot { unsigned char d[64]; };
 struct Group {
   Lane* lanes[kSimdWidth];
-  int n, index, arrived;
+  int n, index, arrived, ready, done;
+  LaneState state[kSimdWidth];
+  Site site[kSimdWidth];
   Slot in[kSimdWidth];
   Slot out[kSimdWidth];
 };
@@ -82,6 +83,12 @@ struct Worker {
 
 extern "C" void metal_emu_switch(void** save_sp, void* to_sp) __attribute__((visibility("hidden")));
 
+// Lane records sit below the top of their region, staggered by region index so that the
+// records (and hot stack tops) of neighbouring lanes do not all fall into one cache set.
+constexpr uintptr_t kColorStride = 320, kColors = 64;
+inline uintptr_t lane_record(uintptr_t region_base) {
+  return region_base + kRegion - kLaneRecord - ((region_base / kRegion) % kColors) * kColorStride;
+}
 inline Lane* cur_lane() {
   uintptr_t sp;
 #if defined(__x86_64__)
@@ -92,7 +99,7 @@ inline Lane* cur_lane() {
   char probe;
   sp = reinterpret_cast<uintptr_t>(&probe);
 #endif
-  return reinterpret_cast<Lane*>((sp & ~(kRegion - 1)) + kRegion - kLaneRecord);
+  return reinterpret_cast<Lane*>(lane_record(sp & ~(kRegion - 1)));
 }
 [[noreturn]] void lane_fail(Lane* L, int kind, const char* msg, uintptr_t addr = 0);
 [[noreturn]] void lane_failf(Lane* L, int kind, const char* fmt, ...) __attribute__((format(printf, 3, 4)));
@@ -106,17 +113,20 @@ inline bool same_site(const Site& a, const Site& b) {
 // (so bounds errors inside it are reported like any other), then all lanes continue.
 inline void simd_arrive(Lane* L, const Site& s) {
   Group* g = L->group;
-  L->site = s;
-  L->state = L_SIMD;
+  const uint32_t me = L->lane;
+  g->site[me] = s;
+  g->state[me] = L_SIMD;
   if (++g->arrived == g->n) {
     bool same = true;
-    for (int i = 0; i < g->n && same; i++) same = same_site(g->lanes[i]->site, s);
+    for (int i = 0; i < g->n && same; i++) same = same_site(g->site[i], s);
     if (same) {
       g->arrived = 0;
-      L->worker->resolving = &L->site;
+      L->worker->resolving = &g->site[me];
       if (s.fn) s.fn(g);
       L->worker->resolving = nullptr;
-      for (int i = 0; i < g->n; i++) g->lanes[i]->state = L_READY;
+      for (int i = 0; i < g->n; i++) g->state[i] = L_READY;
+      g->state[me] = L_RUN;
+      g->ready = g->n - 1;
       return;
     }
   }
@@ -124,8 +134,8 @@ inline void simd_arrive(Lane* L, const Site& s) {
 }
 
 inline void barrier_arrive(Lane* L, const Site& s) {
-  L->site = s;
-  L->state = L_BARRIER;
+  L->group->site[L->lane] = s;
+  L->group->state[L->lane] = L_BARRIER;
   metal_emu_switch(&L->sp, L->worker->sched_sp);
 }
 

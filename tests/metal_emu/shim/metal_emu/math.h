@@ -1,5 +1,6 @@
-// MSL math (metal::, metal::fast::, metal::precise::): every floating function has float, half,
-// bfloat (computed in float, rounded back) and double overloads plus elementwise vec versions.
+// MSL math (metal::, metal::fast::, metal::precise::): every floating function has float, half
+// and double overloads plus elementwise vec versions. As in MSL there are no bfloat overloads:
+// a bfloat argument converts to float (MLX's bf16_math.h adds its own).
 // Precision is IEEE float throughout: the GPU's fast-math approximations are not modelled.
 #pragma once
 #include "vec.h"
@@ -10,10 +11,9 @@ namespace metal {
   inline float name(float x) { return fexpr; }                                     \
   inline float name(double d) { float x = float(d); return fexpr; }                \
   inline half name(half h) { float x = float(h); return half(fexpr); }             \
-  inline bfloat name(bfloat b) { float x = float(b); return bfloat(fexpr); }       \
   template <class T, int N> vec<T, N> name(const vec<T, N>& v) {                   \
     vec<T, N> r;                                                                   \
-    for (int i = 0; i < N; i++) r[i] = name(v[i]);                                 \
+    for (int i = 0; i < N; i++) r[i] = T(name(v[i]));                              \
     return r;                                                                      \
   }
 METAL_EMU_F1(exp, __builtin_expf(x))
@@ -22,8 +22,6 @@ METAL_EMU_F1(exp10, __builtin_powf(10.0f, x))
 METAL_EMU_F1(log, __builtin_logf(x))
 METAL_EMU_F1(log2, __builtin_log2f(x))
 METAL_EMU_F1(log10, __builtin_log10f(x))
-METAL_EMU_F1(log1p, __builtin_log1pf(x))
-METAL_EMU_F1(expm1, __builtin_expm1f(x))
 METAL_EMU_F1(sqrt, __builtin_sqrtf(x))
 METAL_EMU_F1(rsqrt, 1.0f / __builtin_sqrtf(x))
 METAL_EMU_F1(sin, __builtin_sinf(x))
@@ -35,7 +33,6 @@ METAL_EMU_F1(atan, __builtin_atanf(x))
 METAL_EMU_F1(sinh, __builtin_sinhf(x))
 METAL_EMU_F1(cosh, __builtin_coshf(x))
 METAL_EMU_F1(tanh, __builtin_tanhf(x))
-METAL_EMU_F1(erf, __builtin_erff(x))
 METAL_EMU_F1(floor, __builtin_floorf(x))
 METAL_EMU_F1(ceil, __builtin_ceilf(x))
 METAL_EMU_F1(round, __builtin_roundf(x))
@@ -45,16 +42,21 @@ METAL_EMU_F1(fract, __builtin_fminf(x - __builtin_floorf(x), 0x1.fffffep-1f))
 METAL_EMU_F1(fabs, __builtin_fabsf(x))
 METAL_EMU_F1(saturate, __builtin_fminf(__builtin_fmaxf(x, 0.0f), 1.0f))
 METAL_EMU_F1(sign, x > 0 ? 1.0f : (x < 0 ? -1.0f : (x != x ? 0.0f : x)))
+METAL_EMU_F1(acosh, __builtin_acoshf(x))
+METAL_EMU_F1(asinh, __builtin_asinhf(x))
+METAL_EMU_F1(atanh, __builtin_atanhf(x))
+METAL_EMU_F1(cospi, __builtin_cosf(3.14159265358979323846f * x))
+METAL_EMU_F1(sinpi, __builtin_sinf(3.14159265358979323846f * x))
+METAL_EMU_F1(tanpi, __builtin_tanf(3.14159265358979323846f * x))
 #undef METAL_EMU_F1
 
 #define METAL_EMU_F2(name, fexpr)                                                              \
   inline float name(float x, float y) { return fexpr; }                                        \
   inline float name(double dx, double dy) { float x = float(dx), y = float(dy); return fexpr; } \
   inline half name(half hx, half hy) { float x = float(hx), y = float(hy); return half(fexpr); } \
-  inline bfloat name(bfloat bx, bfloat by) { float x = float(bx), y = float(by); return bfloat(fexpr); } \
   template <class T, int N> vec<T, N> name(const vec<T, N>& a, const vec<T, N>& b) {            \
     vec<T, N> r;                                                                               \
-    for (int i = 0; i < N; i++) r[i] = name(a[i], b[i]);                                       \
+    for (int i = 0; i < N; i++) r[i] = T(name(a[i], b[i]));                                    \
     return r;                                                                                  \
   }                                                                                            \
   template <class T, int N> vec<T, N> name(const vec<T, N>& a, std::type_identity_t<T> b) { return name(a, vec<T, N>(b)); } \
@@ -68,6 +70,7 @@ METAL_EMU_F2(fmax, __builtin_fmaxf(x, y))
 METAL_EMU_F2(fmin, __builtin_fminf(x, y))
 METAL_EMU_F2(step, y < x ? 0.0f : 1.0f)
 METAL_EMU_F2(fdim, x > y ? x - y : 0.0f)
+METAL_EMU_F2(nextafter, __builtin_nextafterf(x, y))
 #undef METAL_EMU_F2
 
 // max/min/clamp/abs also exist for integers (same type on both sides, as in MSL).
@@ -76,27 +79,27 @@ inline float max(float a, float b) { return __builtin_fmaxf(a, b); }
 inline float min(float a, float b) { return __builtin_fminf(a, b); }
 inline half max(half a, half b) { return half(__builtin_fmaxf(float(a), float(b))); }
 inline half min(half a, half b) { return half(__builtin_fminf(float(a), float(b))); }
-inline bfloat max(bfloat a, bfloat b) { return bfloat(__builtin_fmaxf(float(a), float(b))); }
-inline bfloat min(bfloat a, bfloat b) { return bfloat(__builtin_fminf(float(a), float(b))); }
 inline float max(double a, double b) { return __builtin_fmaxf(float(a), float(b)); }
 inline float min(double a, double b) { return __builtin_fminf(float(a), float(b)); }
 template <class T> requires std::is_integral_v<T> T max(T a, T b) { return a > b ? a : b; }
 template <class T> requires std::is_integral_v<T> T min(T a, T b) { return a < b ? a : b; }
-template <class T> requires is_scalar_v<T> T clamp(T x, T lo, T hi) { return min(max(x, lo), hi); }
+template <class T> requires is_scalar_v<T> T clamp(T x, T lo, T hi) { return T(min(max(x, lo), hi)); }
 inline float clamp(double x, double lo, double hi) { return clamp(float(x), float(lo), float(hi)); }
 template <class T> requires std::is_integral_v<T> T abs(T x) { return x < 0 ? T(-x) : x; }
 inline float abs(float x) { return __builtin_fabsf(x); }
 inline float abs(double x) { return __builtin_fabsf(float(x)); }
 inline half abs(half x) { return half(__builtin_fabsf(float(x))); }
-inline bfloat abs(bfloat x) { return bfloat::from_bits(x.bits & 0x7fff); }
-template <class T> requires is_scalar_v<T> T max3(T a, T b, T c) { return max(max(a, b), c); }
-template <class T> requires is_scalar_v<T> T min3(T a, T b, T c) { return min(min(a, b), c); }
-template <class T> requires is_scalar_v<T> T median3(T a, T b, T c) { return max(min(a, b), min(max(a, b), c)); }
+template <class T> requires is_scalar_v<T> T max3(T a, T b, T c) { return T(max(max(a, b), c)); }
+template <class T> requires is_scalar_v<T> T min3(T a, T b, T c) { return T(min(min(a, b), c)); }
+template <class T> requires is_scalar_v<T> T median3(T a, T b, T c) { return T(max(min(a, b), min(max(a, b), c))); }
+inline float fmax3(float a, float b, float c) { return max(max(a, b), c); }
+inline float fmin3(float a, float b, float c) { return min(min(a, b), c); }
+inline float fmedian3(float a, float b, float c) { return median3(a, b, c); }
 
 #define METAL_EMU_VEC2(name)                                                                  \
   template <class T, int N> vec<T, N> name(const vec<T, N>& a, const vec<T, N>& b) {          \
     vec<T, N> r;                                                                             \
-    for (int i = 0; i < N; i++) r[i] = name(a[i], b[i]);                                     \
+    for (int i = 0; i < N; i++) r[i] = T(name(a[i], b[i]));                                  \
     return r;                                                                                \
   }                                                                                          \
   template <class T, int N> vec<T, N> name(const vec<T, N>& a, std::type_identity_t<T> b) { return name(a, vec<T, N>(b)); } \
@@ -106,7 +109,7 @@ METAL_EMU_VEC2(min)
 #undef METAL_EMU_VEC2
 template <class T, int N> vec<T, N> abs(const vec<T, N>& v) {
   vec<T, N> r;
-  for (int i = 0; i < N; i++) r[i] = abs(v[i]);
+  for (int i = 0; i < N; i++) r[i] = T(abs(v[i]));
   return r;
 }
 template <class T, int N, class L, class H> vec<T, N> clamp(const vec<T, N>& x, const L& lo, const H& hi) {
@@ -115,10 +118,9 @@ template <class T, int N, class L, class H> vec<T, N> clamp(const vec<T, N>& x, 
 
 inline float fma(float a, float b, float c) { return __builtin_fmaf(a, b, c); }
 inline half fma(half a, half b, half c) { return half(__builtin_fmaf(float(a), float(b), float(c))); }
-inline bfloat fma(bfloat a, bfloat b, bfloat c) { return bfloat(__builtin_fmaf(float(a), float(b), float(c))); }
 template <class T, int N> vec<T, N> fma(const vec<T, N>& a, const vec<T, N>& b, const vec<T, N>& c) {
   vec<T, N> r;
-  for (int i = 0; i < N; i++) r[i] = fma(a[i], b[i], c[i]);
+  for (int i = 0; i < N; i++) r[i] = T(fma(a[i], b[i], c[i]));
   return r;
 }
 template <class T> requires is_fp_v<T> T mix(T x, T y, T a) { return T(float(x) + (float(y) - float(x)) * float(a)); }
@@ -128,16 +130,12 @@ template <class T, int N, class A> vec<T, N> mix(const vec<T, N>& x, const vec<T
 
 inline bool isnan(float x) { return __builtin_isnan(x); }
 inline bool isnan(half x) { return __builtin_isnan(float(x)); }
-inline bool isnan(bfloat x) { return __builtin_isnan(float(x)); }
 inline bool isinf(float x) { return __builtin_isinf(x); }
 inline bool isinf(half x) { return __builtin_isinf(float(x)); }
-inline bool isinf(bfloat x) { return __builtin_isinf(float(x)); }
 inline bool isfinite(float x) { return __builtin_isfinite(x); }
 inline bool isfinite(half x) { return __builtin_isfinite(float(x)); }
-inline bool isfinite(bfloat x) { return __builtin_isfinite(float(x)); }
 inline bool signbit(float x) { return __builtin_signbit(x); }
 inline bool signbit(half x) { return __builtin_signbit(float(x)); }
-inline bool signbit(bfloat x) { return (x.bits & 0x8000) != 0; }
 #define METAL_EMU_VPRED(name)                                                     \
   template <class T, int N> vec<bool, N> name(const vec<T, N>& v) {               \
     vec<bool, N> r;                                                               \
@@ -190,19 +188,29 @@ template <class T> requires std::is_integral_v<T> T rotate(T v, T i) {
   return s == 0 ? v : T((U(v) << s) | (U(v) >> (w - s)));
 }
 
+#define METAL_EMU_FAST_NAMES \
+using metal::abs; using metal::acos; using metal::asin; using metal::atan; using metal::atan2; \
+using metal::ceil; using metal::copysign; using metal::cos; using metal::cosh; using metal::divide; \
+using metal::exp; using metal::exp10; using metal::exp2; using metal::fabs; using metal::floor; \
+using metal::fmax; using metal::fmin; using metal::fmod; using metal::fract; using metal::log; \
+using metal::log10; using metal::log2; using metal::max; using metal::min; using metal::pow; \
+using metal::powr; using metal::rint; using metal::round; using metal::rsqrt; using metal::saturate; \
+using metal::sign; using metal::sin; using metal::sinh; using metal::sqrt; using metal::tan; \
+using metal::tanh; using metal::trunc; using metal::clamp; using metal::step;
 // Divide helpers MSL has in fast:: (divide) and the fast::/precise:: namespaces themselves:
 // both name the same IEEE implementations here.
 inline float divide(float a, float b) { return a / b; }
+inline float ldexp(float x, int k) { return __builtin_ldexpf(x, k); }
+inline half ldexp(half x, int k) { return half(__builtin_ldexpf(float(x), k)); }
+inline float frexp(float x, int& e) { return __builtin_frexpf(x, &e); }
+inline half frexp(half x, int& e) { return half(__builtin_frexpf(float(x), &e)); }
 namespace fast {
-using metal::abs; using metal::acos; using metal::asin; using metal::atan; using metal::atan2;
-using metal::ceil; using metal::copysign; using metal::cos; using metal::cosh; using metal::divide;
-using metal::exp; using metal::exp10; using metal::exp2; using metal::fabs; using metal::floor;
-using metal::fmax; using metal::fmin; using metal::fmod; using metal::fract; using metal::log;
-using metal::log10; using metal::log2; using metal::max; using metal::min; using metal::pow;
-using metal::powr; using metal::rint; using metal::round; using metal::rsqrt; using metal::saturate;
-using metal::sign; using metal::sin; using metal::sinh; using metal::sqrt; using metal::tan;
-using metal::tanh; using metal::trunc; using metal::clamp; using metal::step;
+METAL_EMU_FAST_NAMES
 }  // namespace fast
-namespace precise { using namespace fast; }
+// Using-declarations (not a directive) so that overloads added later to metal::precise (as MLX's
+// bf16_math.h does) do not hide these.
+namespace precise {
+METAL_EMU_FAST_NAMES
+}  // namespace precise
 
 }  // namespace metal

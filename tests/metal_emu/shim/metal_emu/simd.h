@@ -22,11 +22,21 @@ template <class T> inline T exchange(T x, int64_t iarg, ResolveFn fn, const char
 
 struct OpSum { template <class T> static T f(T a, T b) { return a + b; } };
 struct OpProd { template <class T> static T f(T a, T b) { return a * b; } };
-struct OpMax { template <class T> static T f(T a, T b) { return metal::max(a, b); } };
-struct OpMin { template <class T> static T f(T a, T b) { return metal::min(a, b); } };
-struct OpAnd { template <class T> static T f(T a, T b) { return a & b; } };
-struct OpOr { template <class T> static T f(T a, T b) { return a | b; } };
-struct OpXor { template <class T> static T f(T a, T b) { return a ^ b; } };
+struct OpMax { template <class T> static T f(T a, T b) { return T(metal::max(a, b)); } };
+struct OpMin { template <class T> static T f(T a, T b) { return T(metal::min(a, b)); } };
+// Bitwise reductions act on the bits of floating-point operands.
+template <class T, class F> T bitwise(T a, T b, F f) {
+  if constexpr (std::is_integral_v<T>) {
+    return T(f(a, b));
+  } else {
+    using U = std::conditional_t<sizeof(T) == 2, uint16_t, std::conditional_t<sizeof(T) == 4, uint32_t, uint64_t>>;
+    static_assert(sizeof(T) == sizeof(U), "bitwise SIMD reduction of an unsupported type");
+    return metal::as_type<T>(U(f(metal::as_type<U>(a), metal::as_type<U>(b))));
+  }
+}
+struct OpAnd { template <class T> static T f(T a, T b) { return bitwise(a, b, [](auto x, auto y) { return x & y; }); } };
+struct OpOr { template <class T> static T f(T a, T b) { return bitwise(a, b, [](auto x, auto y) { return x | y; }); } };
+struct OpXor { template <class T> static T f(T a, T b) { return bitwise(a, b, [](auto x, auto y) { return x ^ y; }); } };
 
 // Pairwise tree over the lanes present (a partial last SIMD-group has fewer than 32).
 template <class T, class Op> void r_reduce(Group* g) {
@@ -71,6 +81,21 @@ template <class T, class Op> void r_quad_reduce(Group* g) {
     T acc = slot_get<T>(g->in[q]);
     for (int i = q + 1; i < q + 4 && i < g->n; i++) acc = Op::f(acc, slot_get<T>(g->in[i]));
     for (int i = q; i < q + 4 && i < g->n; i++) slot_put(g->out[i], acc);
+  }
+}
+// shuffle_and_fill: lanes whose source falls outside their `modulo`-sized segment take
+// `fill` from the neighbouring position instead (per Apple's description of the builtins).
+template <class T, bool Down> void r_fill(Group* g) {
+  for (int i = 0; i < g->n; i++) {
+    int64_t a = g->lanes[i]->iarg, delta = a & 0xffffffff, mod = a >> 32;
+    if (mod <= 0) mod = kSimdWidth;
+    int64_t j = i % mod, base = i - j, s;
+    bool fill;
+    if (Down) { fill = j + delta >= mod; s = base + (fill ? j + delta - mod : j + delta); }
+    else { fill = j < delta; s = base + (fill ? mod + j - delta : j - delta); }
+    if (s < 0 || s >= g->n) s = i;
+    const T* pair = reinterpret_cast<const T*>(g->in[s].d);
+    slot_put(g->out[i], pair[fill ? 1 : 0]);
   }
 }
 inline void r_ballot(Group* g) {
@@ -133,6 +158,25 @@ METAL_EMU_SHUFFLE(quad_shuffle_xor, SH_QUAD_XOR)
 METAL_EMU_SHUFFLE(quad_shuffle_down, SH_QUAD_DOWN)
 METAL_EMU_SHUFFLE(quad_shuffle_up, SH_QUAD_UP)
 #undef METAL_EMU_SHUFFLE
+template <class T, class I>
+T simd_shuffle_and_fill_down(T x, T fill, I delta, ushort modulo = 32, SL loc = SL::current()) {
+  static_assert(2 * sizeof(T) <= sizeof(metal_emu::Slot));
+  struct P { T a, b; };
+  metal_emu::Lane* L = metal_emu::cur_lane();
+  metal_emu::slot_put(L->group->in[L->lane], P{x, fill});
+  L->iarg = int64_t(delta) | (int64_t(modulo) << 32);
+  metal_emu::simd_arrive(L, metal_emu::make_site(loc, &metal_emu::r_fill<T, true>, "simd_shuffle_and_fill_down"));
+  return metal_emu::slot_get<T>(L->group->out[L->lane]);
+}
+template <class T, class I>
+T simd_shuffle_and_fill_up(T x, T fill, I delta, ushort modulo = 32, SL loc = SL::current()) {
+  struct P { T a, b; };
+  metal_emu::Lane* L = metal_emu::cur_lane();
+  metal_emu::slot_put(L->group->in[L->lane], P{x, fill});
+  L->iarg = int64_t(delta) | (int64_t(modulo) << 32);
+  metal_emu::simd_arrive(L, metal_emu::make_site(loc, &metal_emu::r_fill<T, false>, "simd_shuffle_and_fill_up"));
+  return metal_emu::slot_get<T>(L->group->out[L->lane]);
+}
 template <class T> T simd_broadcast_first(T x, SL loc = SL::current()) {
   return metal_emu::exchange(x, 0, &metal_emu::r_shuffle<T, metal_emu::SH_INDEX>, "simd_broadcast_first", loc);
 }
