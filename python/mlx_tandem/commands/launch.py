@@ -83,10 +83,16 @@ def main(args) -> int:
     layers = (0, split) if args.node_rank == 0 else (split, L)
     log(f"rank {args.node_rank}: layers [{layers[0]}, {layers[1]}) of {L}, {per_rank[args.node_rank] / 2**20:.1f} MB "
         f"of the model's {total / 2**20:.1f} MB; {description}")
-    from ..generate import load
+    from ..checkpoint import load_model
+    from ..tokenizer import TokenizerWrapper
 
     t0 = time.perf_counter()
-    model, tokenizer = load(path, layer_range=layers, dtype=args.dtype)
+    try:
+        model, _ = load_model(path, layer_range=layers, dtype=args.dtype)  # reads only this rank's tensors
+        tokenizer = TokenizerWrapper.from_dir(path) if args.node_rank == 0 else None  # rank 1 returns ids
+    except (ValueError, OSError) as e:
+        print(f"tandem launch: {e}", file=sys.stderr)
+        return 1
     log(f"rank {args.node_rank}: loaded in {time.perf_counter() - t0:.1f} s, peak RSS {peak_rss_mb():.0f} MB")
     try:
         if args.node_rank == 0:
