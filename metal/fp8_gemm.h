@@ -7,12 +7,7 @@
 #include "fp8.h"
 #include "kargs.h"
 
-constant constexpr int kGemmBM = 32;
-constant constexpr int kGemmBN = 64;
-constant constexpr int kGemmBK = 32;
-constant constexpr int kGemmPad = 4;      // row padding of the staged tiles (bank conflicts)
 constant constexpr int kGemmLd = kGemmBK + kGemmPad;
-constant constexpr int kGemmThreads = 128;
 
 // Stage x[m0 : m0+BM, k0 : k0+BK] as float; 8 consecutive elements per thread.
 template <typename T>

@@ -8,8 +8,6 @@
 #include "fp8.h"
 #include "kargs.h"
 
-constant constexpr int kGemvRows = 4;         // output rows per SIMD-group
-constant constexpr int kGemvSimdgroups = 2;   // SIMD-groups per threadgroup
 constant constexpr int kGemvChunk = 16;       // codes per lane per step (one uint4)
 constant constexpr int kGemvStep = kGemvChunk * kSimdWidth;
 

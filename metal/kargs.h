@@ -6,11 +6,26 @@
 #ifdef __METAL_VERSION__
 typedef int tdm_i32;
 typedef long tdm_i64;
+#define TDM_CONST constant constexpr
 #else
 #include <cstdint>
 typedef int32_t tdm_i32;
 typedef int64_t tdm_i64;
+#define TDM_CONST constexpr
 #endif
+
+// Launch-shape constants the host must agree on with the kernels.
+TDM_CONST int kGemvRows = 4;         // output rows per SIMD-group
+TDM_CONST int kGemvSimdgroups = 2;   // SIMD-groups per threadgroup
+TDM_CONST int kGemmBM = 32;          // GEMM tile: rows of x / y
+TDM_CONST int kGemmBN = 64;          // GEMM tile: weight rows (columns of y)
+TDM_CONST int kGemmBK = 32;          // GEMM tile: K step
+TDM_CONST int kGemmPad = 4;          // row padding of the staged tiles (bank conflicts)
+TDM_CONST int kGemmThreads = 128;    // 2 x 2 SIMD-groups
+TDM_CONST int kDecodeSimdgroups = 4; // attention decode: SIMD-groups splitting the keys
+TDM_CONST int kMergeThreads = 32;    // attention decode merge: one SIMD-group per query row
+TDM_CONST int kPrefillSimdgroups = 4;// attention prefill: SIMD-groups of 8 query rows each
+TDM_CONST int kPrefillBK = 32;       // attention prefill: keys per tile
 
 // fp8_gemv_* : buffers 0 x (M, K) T, 1 codes (N, K) uchar, 2 scales float, 3 y (M, N) T, 4 args.
 struct Fp8GemvArgs {
@@ -31,9 +46,9 @@ struct AttnStrides {
   tdm_i64 batch, head, seq;
 };
 
-// attention_decode_* : buffers 0 q (B, Hq, Lq, Dk) contiguous, 1 k, 2 v, 3 out (B, Hq, Lq, Dv) contiguous
-// (or, in split mode, partial outputs float (B, Hq, Lq, splits, Dv)), 4 args, 5 partial (max, sum) float2
-// (B, Hq, Lq, splits), split mode only.
+// attention_decode_* : buffers 0 q (B, Hq, Lq, Dk) contiguous, 1 k, 2 v, 3 out (B, Hq, Lq, Dv) contiguous,
+// 4 args. attention_decode_split_*: 3 partial outputs float (B, Hq, Lq, splits,
+// Dv), 4 args, 5 partial (max, sum) float2 (B, Hq, Lq, splits); then attention_decode_merge_* combines.
 struct AttnDecodeArgs {
   AttnStrides k, v;
   tdm_i32 B, Hq, Hkv, Lq, Lk;
@@ -57,6 +72,7 @@ struct AttnPrefillArgs {
   tdm_i32 B, Hq, Hkv, Lq, Lk;
   tdm_i32 gqa;
   tdm_i32 causal;
-  tdm_i32 dv_tiles;         // Dv is covered in dv_tiles slices of the kernel's DV_TILE
+  tdm_i32 Dv;
+  tdm_i32 dv_tiles;         // Dv is covered in dv_tiles slices of the kernel's DVT columns
   float scale_log2;
 };

@@ -11,6 +11,8 @@ using namespace metal;
   template [[host_name(name)]] [[kernel]] decltype(func<__VA_ARGS__>) func<__VA_ARGS__>;
 
 constant constexpr int kSimdWidth = 32;
+// -inf for masked scores and empty softmax states (spelled without the INFINITY macro).
+constant constexpr float kNegInf = -numeric_limits<float>::infinity();
 
 typedef simdgroup_matrix<float, 8, 8> frag8;
 

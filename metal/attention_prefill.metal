@@ -1,0 +1,25 @@
+// Instantiations of attention prefill: attention_prefill_<dtype>_<Dk>_<Dv>; the last template argument is
+// the Dv slice one threadgroup computes (Dv itself up to 256).
+#include "attention_prefill.h"
+
+instantiate_kernel("attention_prefill_float16_64_64", attention_prefill, half, 64, 64)
+instantiate_kernel("attention_prefill_float16_80_80", attention_prefill, half, 80, 80)
+instantiate_kernel("attention_prefill_float16_96_96", attention_prefill, half, 96, 96)
+instantiate_kernel("attention_prefill_float16_128_128", attention_prefill, half, 128, 128)
+instantiate_kernel("attention_prefill_float16_192_128", attention_prefill, half, 192, 128)
+instantiate_kernel("attention_prefill_float16_256_256", attention_prefill, half, 256, 256)
+instantiate_kernel("attention_prefill_float16_576_512", attention_prefill, half, 576, 256)
+instantiate_kernel("attention_prefill_bfloat16_64_64", attention_prefill, bfloat, 64, 64)
+instantiate_kernel("attention_prefill_bfloat16_80_80", attention_prefill, bfloat, 80, 80)
+instantiate_kernel("attention_prefill_bfloat16_96_96", attention_prefill, bfloat, 96, 96)
+instantiate_kernel("attention_prefill_bfloat16_128_128", attention_prefill, bfloat, 128, 128)
+instantiate_kernel("attention_prefill_bfloat16_192_128", attention_prefill, bfloat, 192, 128)
+instantiate_kernel("attention_prefill_bfloat16_256_256", attention_prefill, bfloat, 256, 256)
+instantiate_kernel("attention_prefill_bfloat16_576_512", attention_prefill, bfloat, 576, 256)
+instantiate_kernel("attention_prefill_float32_64_64", attention_prefill, float, 64, 64)
+instantiate_kernel("attention_prefill_float32_80_80", attention_prefill, float, 80, 80)
+instantiate_kernel("attention_prefill_float32_96_96", attention_prefill, float, 96, 96)
+instantiate_kernel("attention_prefill_float32_128_128", attention_prefill, float, 128, 128)
+instantiate_kernel("attention_prefill_float32_192_128", attention_prefill, float, 192, 128)
+instantiate_kernel("attention_prefill_float32_256_256", attention_prefill, float, 256, 256)
+instantiate_kernel("attention_prefill_float32_576_512", attention_prefill, float, 576, 256)
