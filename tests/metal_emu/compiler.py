@@ -21,7 +21,7 @@ CXX = os.environ.get("METAL_EMU_CXX", "g++")
 # Metal's own predefined macros, so sources take their Metal branches.
 PREDEFINED = {"__METAL__": "1", "__METAL_VERSION__": "310", "__HAVE_BFLOAT__": "1", "METAL_EMU": "1"}
 CXXFLAGS = ["-std=c++20", "-O2", "-g", "-fPIC", "-fvisibility=hidden", "-fno-strict-aliasing", "-fwrapv",
-            "-fsigned-char", "-Wno-attributes", "-Wno-unknown-pragmas", "-Wno-ignored-attributes"]
+            "-fsigned-char", "-fstack-clash-protection", "-Wno-attributes", "-Wno-unknown-pragmas", "-Wno-ignored-attributes"]
 
 
 def cache_dir() -> Path:

@@ -92,3 +92,16 @@ def test_bad_arguments_are_value_errors(broken):
         broken.dispatch("capped", grid=(1,), threadgroup=(1,), buffers={0: f32(8)[::2]})
     with pytest.raises(ValueError, match="buffer index"):
         broken.dispatch("capped", grid=(1,), threadgroup=(1,), buffers={40: f32(8)})
+
+
+def test_stack_overflow_and_wild_pointers_become_exceptions_not_crashes(broken):
+    with pytest.raises(metal_emu.LimitExceeded, match="kernel 'stack_overflow'.*lane stack overflow"):
+        broken.dispatch("stack_overflow", grid=(4,), threadgroup=(4,),
+                        buffers={0: f32(4), 1: np.array([60000], np.uint32)})
+    with pytest.raises(metal_emu.OutOfBounds, match="invalid memory access") as info:
+        broken.dispatch("wild_threadgroup_pointer", grid=(4,), threadgroup=(4,), threadgroup_memory={0: 64},
+                        buffers={0: f32(4), 1: np.array([1 << 45], np.uint64)})
+    assert bug_line("wild_threadgroup_pointer") in str(info.value)
+    x, y = np.arange(9, dtype=np.float32), f32(8)  # the process and the library are still usable
+    broken.dispatch("read_past_end", grid=(8,), threadgroup=(8,), buffers={0: x, 1: y})
+    np.testing.assert_array_equal(y, x[1:])

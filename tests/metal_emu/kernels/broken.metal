@@ -61,3 +61,20 @@ using namespace metal;
   simdgroup_load(m, a, 8);  // BUG: simdgroup_load_past_end
   simdgroup_store(m, out, 8);
 }
+
+[[kernel]] void stack_overflow(device float* out [[buffer(0)]],
+                               constant uint& n [[buffer(1)]],
+                               uint i [[thread_position_in_grid]]) {
+  float big[60000];  // BUG: stack_overflow (240 KB of thread memory)
+  for (uint k = 0; k < n; k++) {
+    big[k] = float(k + i);
+  }
+  out[i] = big[n - 1];
+}
+
+[[kernel]] void wild_threadgroup_pointer(device float* out [[buffer(0)]],
+                                         constant ulong& offset [[buffer(1)]],
+                                         threadgroup float* scratch [[threadgroup(0)]],
+                                         uint i [[thread_position_in_grid]]) {
+  out[i] = scratch[offset];  // BUG: wild_threadgroup_pointer
+}

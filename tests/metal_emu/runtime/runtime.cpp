@@ -10,7 +10,9 @@
 #include <dlfcn.h>
 #include <mutex>
 #include <string>
+#include <signal.h>
 #include <sys/mman.h>
+#include <ucontext.h>
 #include <thread>
 #include <vector>
 
@@ -182,6 +184,77 @@ static char* region_pool(int slot) {
   return g_pools[slot];
 }
 
+// ---- faults inside a lane --------------------------------------------------------------------
+// A lane that runs off its stack (guard page) or dereferences a wild thread/threadgroup pointer
+// raises SIGSEGV on its worker thread. The handler (on an alternate signal stack) records the
+// error and switches to the scheduler, abandoning the lane, so Python gets an exception instead
+// of a dead process. Faults elsewhere go to the previous handler.
+static thread_local Worker* t_worker;
+static struct sigaction g_old_segv, g_old_bus;
+static std::once_flag g_sig_once;
+
+static uintptr_t fault_pc(void* uc) {
+  auto* u = static_cast<ucontext_t*>(uc);
+#if defined(__x86_64__) && defined(__linux__)
+  return uintptr_t(u->uc_mcontext.gregs[REG_RIP]);
+#elif defined(__aarch64__) && defined(__linux__)
+  return uintptr_t(u->uc_mcontext.pc);
+#else
+  (void)u;
+  return 0;
+#endif
+}
+
+static void on_fault(int sig, siginfo_t* info, void* uc) {
+  Worker* w = t_worker;
+  if (w && w->running && !w->failed) {
+    uintptr_t a = reinterpret_cast<uintptr_t>(info->si_addr), base = reinterpret_cast<uintptr_t>(w->regions);
+    bool guard = a >= base && a < base + kMaxThreads * kRegion && (a - base) % kRegion < 4096;
+    Lane* L = w->running;
+    w->failed = 1;
+    w->err_kind = guard ? E_LIMIT : E_OOB;
+    if (guard)
+      snprintf(w->err_msg, sizeof w->err_msg, "lane stack overflow: a thread used more than its %zu KB stack",
+               size_t((kRegion - 4096) / 1024 - 20));
+    else
+      snprintf(w->err_msg, sizeof w->err_msg,
+               "invalid memory access at address %p (a thread or threadgroup pointer out of bounds?)", info->si_addr);
+    uint32_t t[3];
+    builtin_value(L, B_thread_position_in_grid, t);
+    size_t len = strlen(w->err_msg);
+    snprintf(w->err_msg + len, sizeof w->err_msg - len, " [thread (%u,%u,%u) of threadgroup (%u,%u,%u)]", t[0], t[1],
+             t[2], w->tgid[0], w->tgid[1], w->tgid[2]);
+    Dl_info dl;
+    uintptr_t pc = fault_pc(uc);
+    w->err_addr = 0;
+    if (pc && dladdr(reinterpret_cast<void*>(pc), &dl) && dl.dli_fbase)
+      w->err_addr = pc + 1 - reinterpret_cast<uintptr_t>(dl.dli_fbase);  // +1: Python looks up addr - 1
+    L->group->state[L->lane] = L_DONE;
+    void* dead;
+    metal_emu_switch(&dead, w->sched_sp);  // never returns
+  }
+  struct sigaction* old = sig == SIGSEGV ? &g_old_segv : &g_old_bus;
+  if (old->sa_flags & SA_SIGINFO) {
+    old->sa_sigaction(sig, info, uc);
+  } else if (old->sa_handler != SIG_IGN && old->sa_handler != SIG_DFL) {
+    old->sa_handler(sig);
+  } else {
+    sigaction(sig, old, nullptr);  // returning re-runs the access under the default action
+  }
+}
+
+static void install_fault_handler() {
+  std::call_once(g_sig_once, [] {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_sigaction = on_fault;
+    sa.sa_flags = SA_SIGINFO | SA_ONSTACK | SA_NODEFER;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGSEGV, &sa, &g_old_segv);
+    sigaction(SIGBUS, &sa, &g_old_bus);
+  });
+}
+
 static void lane_main(void* arg) {
   Lane* L = static_cast<Lane*>(arg);
   L->worker->launch->k->entry(L);
@@ -280,7 +353,9 @@ static void run_threadgroup(Worker* w, std::vector<Lane*>& lanes) {
           if (g->state[i] != L_READY) continue;
           g->state[i] = L_RUN;
           g->ready--;
+          w->running = g->lanes[i];
           metal_emu_switch(&w->sched_sp, g->lanes[i]->sp);
+          w->running = nullptr;
           if (w->failed) return;
         }
       }
@@ -312,6 +387,13 @@ static void run_threadgroup(Worker* w, std::vector<Lane*>& lanes) {
 
 static void worker_loop(Worker* w, std::atomic<uint64_t>* next, std::atomic<int>* abort_flag, uint64_t total) {
   const uint32_t* ng = w->launch->ngroups;
+  // an alternate signal stack for on_fault (the faulting lane's own stack may be exhausted)
+  static thread_local std::vector<char> altstack(1 << 16);
+  stack_t ss{}, old_ss{};
+  ss.ss_sp = altstack.data();
+  ss.ss_size = altstack.size();
+  sigaltstack(&ss, &old_ss);
+  t_worker = w;
   std::vector<Lane*> lanes(kMaxThreads);
   std::vector<Group> groups(kMaxThreads / kSimdWidth);
   w->groups = groups.data();
@@ -324,6 +406,8 @@ static void worker_loop(Worker* w, std::atomic<uint64_t>* next, std::atomic<int>
     run_threadgroup(w, lanes);
     if (w->failed) { abort_flag->store(1); break; }
   }
+  t_worker = nullptr;
+  sigaltstack(&old_ss, nullptr);
 }
 
 }  // namespace metal_emu
@@ -376,6 +460,7 @@ API int metal_emu_dispatch(LaunchDesc* d) {
     }
     workers[size_t(i)] = w;
   }
+  install_fault_handler();
   std::atomic<uint64_t> next{0};
   std::atomic<int> abort_flag{0};
   std::vector<std::thread> threads;

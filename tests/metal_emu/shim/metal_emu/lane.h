@@ -71,6 +71,7 @@ struct Worker {
   TgVar tgvars[64];
   int ntgvars;
   const Site* resolving;  // set while a lane performs a collective for its SIMD-group
+  Lane* running;          // the lane executing now (for the fault handler)
   uint32_t tgid[3], actual[3], nominal[3], ngroups[3], grid[3];
   uint32_t nthreads, nsimd;
   char* regions;
