@@ -1,10 +1,14 @@
 // The only file that knows Python: nanobind bindings of the ops in the mlx
 // domain, so mx.array passes straight through.
+#include <cmath>
+
 #include <nanobind/nanobind.h>
 #include <nanobind/stl/pair.h>
 #include <nanobind/stl/string.h>
 #include <nanobind/stl/tuple.h>
 #include <nanobind/stl/variant.h>
+#include <nanobind/stl/optional.h>
+#include <nanobind/stl/array.h>
 #include <nanobind/ndarray.h>
 
 #include "cpu/isa.h"
@@ -13,10 +17,34 @@
 #include "fp8_codec.h"
 #include "fp8_matmul.h"
 #include "fp8_quantize.h"
+#include "metal/plan_attention.h"
+#include "metal/plan_fp8_matmul.h"
 
 namespace nb = nanobind;
 using namespace nb::literals;
 namespace mx = mlx::core;
+
+namespace {
+// Metal launch plans as plain Python data, for the emulator tests (tests/test_metal_*.py).
+tandem::metal::ActDtype act_dtype(const char* op, mx::Dtype t) {
+  if (t == mx::float16) return tandem::metal::ActDtype::float16;
+  if (t == mx::bfloat16) return tandem::metal::ActDtype::bfloat16;
+  if (t == mx::float32) return tandem::metal::ActDtype::float32;
+  throw nb::value_error((std::string(op) + ": dtype must be float16, bfloat16 or float32").c_str());
+}
+nb::dict launch_dict(const tandem::metal::Launch& L) {
+  nb::dict d;
+  d["kernel"] = L.kernel;
+  d["grid"] = nb::make_tuple(L.grid[0], L.grid[1], L.grid[2]);
+  d["threadgroup"] = nb::make_tuple(L.threadgroup[0], L.threadgroup[1], L.threadgroup[2]);
+  d["threadgroup_memory"] = L.threadgroup_memory;
+  d["mode"] = "threadgroups";
+  d["args_index"] = L.args_index;
+  d["args"] = nb::bytes(reinterpret_cast<const char*>(L.args.data()), L.args.size());
+  d["function_constants"] = nb::dict();
+  return d;
+}
+}  // namespace
 
 NB_MODULE(_ext, m) {
   m.doc() = "mlx-tandem native kernels (FP8 E4M3 codec, dequant-matmul, fused attention)";
@@ -51,4 +79,36 @@ NB_MODULE(_ext, m) {
       },
       "buf"_a, "Benchmark anchor: read a contiguous uint8 numpy buffer once with the kernel pool.");
   m.def("num_threads", &tandem::cpu::num_threads, "Threads in the kernel pool.");
+
+  m.def(
+      "plan_fp8_matmul",
+      [](int M, int N, int K, std::pair<int, int> block_size, mx::Dtype dtype) {
+        auto t = act_dtype("plan_fp8_matmul", dtype);
+        return launch_dict(tandem::metal::plan_fp8_matmul(M, N, K, block_size.first, block_size.second, t));
+      },
+      "M"_a, "N"_a, "K"_a, "block_size"_a, "dtype"_a,
+      "The Metal launch Fp8Matmul's eval_gpu encodes for x (M, K), codes (N, K): kernel, grid, threadgroup, "
+      "threadgroup_memory, mode, args (packed kargs), args_index, function_constants.");
+  m.def(
+      "plan_attention",
+      [](int B, int Hq, int Hkv, int Lq, int Lk, int Dk, int Dv, mx::Dtype dtype, std::optional<float> scale,
+         bool causal, std::optional<std::array<int64_t, 3>> k_strides, std::optional<std::array<int64_t, 3>> v_strides) {
+        auto t = act_dtype("plan_attention", dtype);
+        auto P = tandem::metal::plan_attention(
+            B, Hq, Hkv, Lq, Lk, Dk, Dv, t, scale ? *scale : 1.0f / std::sqrt(float(Dk)), causal,
+            k_strides ? *k_strides : std::array<int64_t, 3>{int64_t(Hkv) * Lk * Dk, int64_t(Lk) * Dk, Dk},
+            v_strides ? *v_strides : std::array<int64_t, 3>{int64_t(Hkv) * Lk * Dv, int64_t(Lk) * Dv, Dv});
+        nb::dict d;
+        nb::list launches;
+        for (auto& L : P.launches) launches.append(launch_dict(L));
+        d["variant"] = P.variant;
+        d["splits"] = P.splits;
+        d["partial_out_elems"] = P.partial_out_elems;
+        d["partial_ml_elems"] = P.partial_ml_elems;
+        d["launches"] = launches;
+        return d;
+      },
+      "B"_a, "Hq"_a, "Hkv"_a, "Lq"_a, "Lk"_a, "Dk"_a, "Dv"_a, "dtype"_a, "scale"_a = nb::none(), "causal"_a = true,
+      "k_strides"_a = nb::none(), "v_strides"_a = nb::none(),
+      "The Metal launches fused attention's eval_gpu encodes (strides in elements: batch, head, seq).");
 }
