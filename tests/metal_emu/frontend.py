@@ -181,7 +181,9 @@ class _Rewriter:
                 continue
             s = tok.text
             if s == "{":
-                if self.text(self.prev(i)) == ")" and all(k == "ns" for k, _ in self.braces):
+                kind = self.classify_brace(stmt_start, i)[0]
+                if (self.text(self.prev(i)) == ")" or kind == "class") and all(k == "ns" for k, _ in self.braces):
+                    # functions and class (template specialisations) at namespace scope
                     key = self.signature_key(stmt_start, i)
                     if key in self.signatures[-1]:  # an address-space twin, now identical: drop it
                         end = self.match_close(i)
@@ -218,6 +220,8 @@ class _Rewriter:
                     self.kernel(i)
                 i = end + 1
                 continue
+            elif s == "&" and self.unary_subscript_address(i):
+                pass
             elif s in _ADDRESS_SPACES:
                 self.stmt_start = stmt_start
                 i = self.address_space(i)
@@ -352,13 +356,21 @@ class _Rewriter:
         params = []
         for g in groups:
             sig = [k for k in g if self.t[k].kind not in ("ws", "marker", "directive")]
-            try:
-                at = next(j for j, k in enumerate(sig) if self.is_attr(k))
-            except StopIteration:
-                self.fail(g[0], f"kernel '{kname}': parameter without an attribute ([[buffer(n)]], a builtin, ...)")
+            at = next((j for j, k in enumerate(sig) if self.is_attr(k)), None)
+            if at is None:  # MSL numbers unannotated buffer parameters itself (-1: assigned below)
+                params.append(Param(self.text(sig[-1]), "buffer", -1))
+                continue
             pname = self.text(sig[at - 1])
             attr = [self.text(k) for k in sig[at + 2:-2]]
             params.append(self._param(pname, attr, g[0], kname))
+        used = {p.index for p in params if p.kind == "buffer"}
+        nxt = 0
+        for p in params:
+            if p.kind == "buffer" and p.index == -1:
+                while nxt in used:
+                    nxt += 1
+                p.index = nxt
+                used.add(nxt)
         return params
 
     def _param(self, pname: str, attr: list[str], at: int, kname: str) -> Param:
@@ -447,6 +459,29 @@ class _Rewriter:
             return i + 1
         self.out[i] = ""
         return i + 1
+
+    def unary_subscript_address(self, i: int) -> bool:
+        """`&p[i]` -> `(p + (i))`: the same address, but for a checked device pointer it keeps the
+        buffer and does not count a load that never happens (MLX-style vector loads cast it)."""
+        p = self.prev(i)
+        if p >= 0 and (self.t[p].kind in ("id", "num") or self.text(p) in (")", "]")) and self.text(p) != "return":
+            return False
+        k = self.sig(i + 1)
+        if self.t[k].kind != "id" or self.text(self.sig(k + 1)) != "[" or self.is_attr(self.sig(k + 1)):
+            return False
+        groups = []
+        q = self.sig(k + 1)
+        while self.text(q) == "[":
+            close = self.match_close(q)
+            groups.append((q, close))
+            q = self.sig(close + 1)
+        if self.text(q) in (".", "->", "(", "["):
+            return False
+        o, c = groups[-1]
+        self.out[i] = "("
+        self.out[o] = " + ("
+        self.out[c] = "))"
+        return True
 
     def signature_key(self, a: int, b: int) -> str:
         return " ".join("".join(self.out[a:b]).split())

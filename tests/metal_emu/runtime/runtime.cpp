@@ -342,6 +342,7 @@ static void run_threadgroup(Worker* w, std::vector<Lane*>& lanes) {
     L->group->lanes[L->lane] = L;
     L->group->state[L->lane] = L_READY;
     L->worker = w;
+    L->last_load = 0;
     L->sp = init_frame(reinterpret_cast<char*>(L), L, lane_main, metal_emu_trampoline);
     lanes[i] = L;
   }

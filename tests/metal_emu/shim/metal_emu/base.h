@@ -108,6 +108,13 @@ using std::is_integral; using std::is_integral_v; using std::is_convertible; usi
 using std::is_signed; using std::is_signed_v; using std::is_unsigned; using std::is_unsigned_v;
 using std::remove_const_t; using std::remove_cv_t; using std::remove_reference_t; using std::decay_t;
 using std::true_type; using std::false_type; using std::bool_constant; using std::make_unsigned_t;
+using std::is_pointer; using std::is_pointer_v; using std::remove_pointer; using std::remove_pointer_t;
+using std::remove_cv; using std::remove_reference; using std::remove_const; using std::is_const;
+using std::is_const_v; using std::is_void; using std::is_void_v; using std::make_signed_t;
+// Address spaces are gone from the emulated types (device pointers are metal_emu::dptr), so
+// removing them is the identity.
+template <class T> struct remove_addrspace { using type = T; };
+template <class T> using remove_addrspace_t = typename remove_addrspace<T>::type;
 template <class T> struct is_floating_point : std::bool_constant<is_fp_v<std::remove_cv_t<T>>> {};
 template <class T> inline constexpr bool is_floating_point_v = is_floating_point<T>::value;
 

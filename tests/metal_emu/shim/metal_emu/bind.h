@@ -35,10 +35,10 @@ template <class P> P bind_builtin(Lane* L, Builtin b) {
 [[noreturn]] void fail_small(Lane* L, int index, size_t need, const char* param);
 
 template <class P> struct BufferBinder;
+// Pointers to unbound buffers are allowed (as on Metal) and fail only when dereferenced.
 template <class T> struct BufferBinder<dptr<T>> {
-  static dptr<T> bind(Lane* L, int n, bool optional, const char* param) {
+  static dptr<T> bind(Lane* L, int n, bool, const char*) {
     BufferInfo* info = &L->worker->bufs[n];
-    if (!info->bound && !optional) fail_unbound(L, "buffer", n, param);
     return dptr<T>(reinterpret_cast<T*>(info->base), info);
   }
 };
@@ -55,9 +55,8 @@ template <class T> struct BufferBinder<const T&> {  // constant T& args [[buffer
   }
 };
 template <class T> struct BufferBinder<dref<T>> {  // device T& out [[buffer(n)]]
-  static dref<T> bind(Lane* L, int n, bool optional, const char* param) {
+  static dref<T> bind(Lane* L, int n, bool, const char*) {
     BufferInfo* info = &L->worker->bufs[n];
-    if (!info->bound && !optional) fail_unbound(L, "buffer", n, param);
     return dref<T>(reinterpret_cast<T*>(info->base), info);
   }
 };

@@ -10,12 +10,23 @@ namespace metal_emu {
 [[noreturn]] __attribute__((noinline, cold)) void oob_fail(const BufferInfo* info, uintptr_t addr, size_t n, bool write);
 BufferInfo* find_buffer(const void* p);  // the bound buffer containing p, or the worker's sink
 
+// A lane loading the same address again, with no other device load in between, is not counted
+// twice: source like `(w[i] & 0xf) + (w[i] >> 4)` is one load after the GPU compiler's CSE.
 template <class T> __attribute__((always_inline)) inline T* dcheck(T* p, BufferInfo* info, bool write) {
   uintptr_t a = reinterpret_cast<uintptr_t>(p);
   if (a < reinterpret_cast<uintptr_t>(info->base) || a + sizeof(T) > reinterpret_cast<uintptr_t>(info->end))
       [[unlikely]]
     oob_fail(info, a, sizeof(T), write);
-  (write ? info->written : info->read) += sizeof(T);
+  if (write) {
+    info->written += sizeof(T);
+  } else {
+    Lane* L = cur_lane();
+    uintptr_t key = a + (uintptr_t(sizeof(T)) << 52);
+    if (L->last_load != key) {
+      L->last_load = key;
+      info->read += sizeof(T);
+    }
+  }
   return p;
 }
 
@@ -32,6 +43,8 @@ template <class T> struct dptr<const T> {
   dptr(const T* q, BufferInfo* i) : p(q), info(i) {}
   dptr(const T* raw) : p(raw), info(find_buffer(raw)) {}
   template <class U> explicit dptr(const dptr<U>& o) : p((const T*)o.p), info(o.info) {}
+  template <class U> requires(!std::is_same_v<std::remove_cv_t<U>, T>)
+  explicit dptr(U* raw) : p((const T*)raw), info(find_buffer(raw)) {}
 
   const T& operator[](ptrdiff_t i) const { return *dcheck(p + i, info, false); }
   const T& operator*() const { return *dcheck(p, info, false); }
@@ -65,6 +78,8 @@ template <class T> struct dptr : dptr<const T> {
   dptr(T* q, BufferInfo* i) : base(q, i) {}
   dptr(T* raw) : base(raw) {}
   template <class U> explicit dptr(const dptr<U>& o) : base((const T*)o.p, o.info) {}
+  template <class U> requires(!std::is_same_v<std::remove_cv_t<U>, T>)
+  explicit dptr(U* raw) : base(reinterpret_cast<const T*>(raw)) {}
 
   T* raw() const { return const_cast<T*>(this->p); }
   dref<T> operator[](ptrdiff_t i) const { return dref<T>(raw() + i, this->info); }

@@ -45,6 +45,7 @@ struct alignas(64) Lane {
   Group* group;
   Worker* worker;
   int64_t iarg;
+  uintptr_t last_load;  // address + size of this lane's latest counted device load
 };
 
 // Everything the scheduler scans lives here, not in the lanes' (scattered) stack pages.
