@@ -68,6 +68,32 @@ def test_rewrite_of_address_spaces_keeps_lines():
     assert [(i.host_name, i.callee) for i in unit.instances] == [("g_f", "g<float>")]
 
 
+def test_rewrite_of_mlx_idioms():
+    src = ('# 1 "k.metal"\n'
+           "struct C {\n"
+           "  C() thread : v(0) {}\n"
+           "  C() threadgroup : v(0) {}\n"
+           "  void f() const thread {}\n"
+           "  void f() const constant {}\n"
+           "  float v;\n"
+           "};\n"
+           "template <typename T> struct E {};\n"
+           "template <typename T> struct E<thread T*> { using t = T; };\n"
+           "template <typename T> struct E<threadgroup T*> { using t = T; };\n"
+           "kernel void k(const device float* a, device float* b, uint i [[thread_position_in_grid]]) {\n"
+           "  b[i] = *((const device float4*)(&a[4 * i])).x;\n"
+           "}\n")
+    unit = frontend.rewrite(src)
+    text = unit.text
+    assert text.count("\n") == src.count("\n")
+    assert text.count("C()") == 1 and text.count("void f()") == 1  # address-space twins collapse
+    assert "".join(text.split()).count("structE<T*>") == 1
+    assert "(( ::metal_emu::dptr<const float4>)((a + (4 * i))))" in text  # &a[j] keeps the buffer
+    [k] = unit.kernels
+    assert [(p.name, p.kind, p.index) for p in k.params] == [
+        ("a", "buffer", 0), ("b", "buffer", 1), ("i", "builtin", 0)]  # MSL numbers bare buffers
+
+
 def test_all_emulator_test_kernels_compile():
     for src in KERNELS.glob("*.metal"):
         assert metal_emu.compile([src]).kernels
