@@ -3,6 +3,7 @@ the listener keeps serving the right peer afterwards."""
 
 import socket
 import threading
+import time
 
 import pytest
 
@@ -123,11 +124,17 @@ def test_garbage_instead_of_a_handshake(garbage):
     assert_serves_right_peer_after(listener, t, box, rejected=1)
 
 
-def test_silent_client_does_not_block_the_listener():
+def test_silent_clients_do_not_block_the_listener():
     listener = make_listener()
     t, box = accept_in_thread(listener)
-    with socket.create_connection(listener.address):  # connects and says nothing
-        assert_serves_right_peer_after(listener, t, box, rejected=1)
+    silent = [socket.create_connection(listener.address) for _ in range(3)]  # connect and say nothing
+    t0 = time.monotonic()
+    assert_serves_right_peer_after(listener, t, box, rejected=0)
+    assert time.monotonic() - t0 < TIMEOUT  # served while the silent ones still hold their slots
+    for s in silent:
+        s.settimeout(5)
+        assert s.recv(10) == b""  # and they are hung up on after the handshake deadline
+        s.close()
 
 
 def test_fingerprint_mismatch_names_both_sides():

@@ -21,8 +21,10 @@ import hashlib
 import hmac
 import ipaddress
 import os
+import queue
 import secrets
 import socket
+import threading
 import time
 from dataclasses import dataclass
 
@@ -168,29 +170,69 @@ class Listener:
         self.address = self.sock.getsockname()[:2]
         self.rejected = 0
 
+    MAX_PENDING = 8  # handshakes in progress at once; more connections wait in the kernel's backlog
+
     def accept(self, deadline: float | None = None) -> Connection:
+        """The first peer that authenticates. Handshakes run in threads, so a silent or slow client
+        costs one slot for handshake_timeout and never blocks the right peer."""
         end = None if deadline is None else time.monotonic() + deadline
-        while True:
-            left = None if end is None else end - time.monotonic()
-            if left is not None and left <= 0:
-                raise AuthError(f"auth: no authenticated peer connected to {self.address} within {deadline}s")
-            self.sock.settimeout(left)
-            try:
-                sock, addr = self.sock.accept()
-            except socket.timeout:
-                continue
-            conn = Connection(sock, timeout=self.handshake_timeout, peer=f"{addr[0]}:{addr[1]}", **self.conn_options)
+        results: queue.Queue = queue.Queue()
+        state = {"pending": 0, "done": False}
+        lock = threading.Lock()
+
+        def handshake(conn: Connection, peer: str) -> None:
             try:
                 server_handshake(conn, self.creds)
-            except FingerprintMismatch:
-                conn.close()
-                raise
+                outcome = ("ok", conn)
+            except FingerprintMismatch as e:
+                outcome = ("mismatch", e)
             except (PipelineError, ProtocolError) as e:
-                self.rejected += 1
-                log(f"rejected a connection from {addr[0]}:{addr[1]}: {e}")
+                outcome = ("rejected", f"rejected a connection from {peer}: {e}")
+            with lock:
+                state["pending"] -= 1
+                taken = state["done"]
+            if outcome[0] != "ok" or taken:
                 conn.close()
-                continue
-            return conn.start(timeout=self.timeout, heartbeat=self.heartbeat)
+            if not taken:
+                results.put(outcome)
+
+        try:
+            while True:
+                try:
+                    kind, value = results.get_nowait()
+                except queue.Empty:
+                    kind = None
+                if kind == "ok":
+                    return value.start(timeout=self.timeout, heartbeat=self.heartbeat)
+                if kind == "mismatch":
+                    raise value
+                if kind == "rejected":
+                    self.rejected += 1
+                    log(value)
+                    continue
+                left = None if end is None else end - time.monotonic()
+                if left is not None and left <= 0:
+                    raise AuthError(f"auth: no authenticated peer connected to {self.address} within {deadline}s")
+                if state["pending"] >= self.MAX_PENDING:
+                    time.sleep(0.01)
+                    continue
+                self.sock.settimeout(0.05 if left is None else min(0.05, left))
+                try:
+                    sock, addr = self.sock.accept()
+                except socket.timeout:
+                    continue
+                peer = f"{addr[0]}:{addr[1]}"
+                conn = Connection(sock, timeout=self.handshake_timeout, peer=peer, **self.conn_options)
+                with lock:
+                    state["pending"] += 1
+                threading.Thread(target=handshake, args=(conn, peer), daemon=True, name="tandem-handshake").start()
+        finally:
+            with lock:
+                state["done"] = True  # handshakes still running close their connections themselves
+            while not results.empty():  # finished but not taken
+                kind, value = results.get_nowait()
+                if kind == "ok":
+                    value.close()
 
     def close(self) -> None:
         self.sock.close()
