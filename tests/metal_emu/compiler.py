@@ -63,8 +63,8 @@ def _toolchain_hash() -> str:
     return h.hexdigest()[:20]
 
 
-def preprocess(src: Path, include_dirs: list[Path], defines: dict[str, object]) -> str:
-    cmd = [CXX, "-E", "-x", "c++", "-std=c++20", "-isystem", str(SHIM)]
+def preprocess(src: Path, include_dirs: list[Path], defines: dict[str, object], cxx: str | None = None) -> str:
+    cmd = [cxx or CXX, "-E", "-x", "c++", "-std=c++20", "-isystem", str(SHIM)]
     for d in include_dirs:
         cmd += ["-I", str(d)]
     for k, v in {**PREDEFINED, **defines}.items():

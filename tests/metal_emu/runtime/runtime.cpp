@@ -16,24 +16,16 @@
 #include <thread>
 #include <vector>
 
+#include "launch.h"
 #include "switch.h"
 
 static_assert(sizeof(metal_emu::Lane) <= metal_emu::kLaneRecord, "Lane record too large");
+static_assert(metal_emu::kMaxBuffers == 32, "launch.h and library.py assume 32 buffer slots");
 
 #define API extern "C" __attribute__((visibility("default")))
 
 namespace metal_emu {
 
-struct LaunchDesc {  // mirrored by ctypes in metal_emu/library.py
-  int32_t kernel, mode;
-  uint32_t grid[3], tg[3];
-  int32_t nworkers, pad;
-  uint64_t buf_ptr[kMaxBuffers], buf_size[kMaxBuffers], buf_bound[kMaxBuffers], tg_size[kMaxBuffers];
-  uint64_t bytes_read[kMaxBuffers], bytes_written[kMaxBuffers];
-  int32_t err_kind, pad2;
-  uint64_t err_addr;
-  char err_msg[2048];
-};
 struct Launch {
   const LaunchDesc* d;
   const KernelEntry* k;

@@ -16,7 +16,14 @@ typedef unsigned char uchar;
 typedef unsigned short ushort;
 typedef unsigned int uint;
 typedef unsigned long ulong;
+#if !(defined(__aarch64__) && !defined(__clang__) && __GNUC__ < 13)
 typedef _Float16 half;
+#else
+// Older compilers (GCC 12 on aarch64) lack _Float16 in C++; __fp16 stores the same bits but does
+// its arithmetic in float, so half expressions round less often than on a GPU.
+typedef __fp16 half;
+#define METAL_EMU_HALF_IS_STORAGE_ONLY 1
+#endif
 
 namespace metal {
 
