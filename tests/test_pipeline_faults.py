@@ -189,3 +189,49 @@ def test_connection_rejects_bad_timeouts():
         Connection(a, timeout=0)
     a.close()
     b.close()
+
+
+def fake_rank1(conn, reply):
+    """A rank 1 in a thread (numpy only, no MLX) that answers the first FORWARD with reply(frame)."""
+    def run():
+        try:
+            frame = conn.recv(deadline=10)
+            msg_type, step, tensors = reply(frame)
+            conn.send(msg_type, step, tensors)
+        except PipelineError:
+            pass
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    return t
+
+
+RESULT_OK = [np.array([1], np.int32), np.zeros(0, np.float32), np.zeros((0, 0), np.float32)]
+
+
+@pytest.mark.parametrize("reply, match", [
+    (lambda f: (MsgType.RESULT, f.step + 1, RESULT_OK), r"expected RESULT for step 0, got RESULT \(seq \d+, step 1\)"),
+    (lambda f: (MsgType.FORWARD, f.step, RESULT_OK), r"expected RESULT for step 0, got FORWARD"),
+    (lambda f: (MsgType.RESULT, f.step, RESULT_OK[:2]), r"expected RESULT with 3 tensors"),
+    (lambda f: (MsgType.RESULT, f.step, [np.array([1, 2], np.int32)] + RESULT_OK[1:]), r"RESULT tokens"),
+])
+def test_rank0_rejects_replies_for_the_wrong_step_or_shape(linked, reply, match):
+    from pipeline_helpers.toy import CONFIG, ToyModel
+    from mlx_tandem.pipeline.pipeline import Pipeline
+
+    server, client = linked
+    fake_rank1(client, reply)
+    pipe = Pipeline(ToyModel(CONFIG, (0, 3)), server)
+    with pytest.raises(ProtocolError, match=match):
+        pipe.generate_batch([PROMPT], 2)
+
+
+def test_remote_error_reaches_rank0_with_its_message(linked):
+    from pipeline_helpers.toy import CONFIG, ToyModel
+    from mlx_tandem.pipeline.errors import RemoteError
+    from mlx_tandem.pipeline.pipeline import Pipeline
+
+    server, client = linked
+    fake_rank1(client, lambda f: (MsgType.ERROR, f.step, [wire.text_tensor("out of memory on rank 1")]))
+    with pytest.raises(RemoteError, match="step 0: out of memory on rank 1"):
+        Pipeline(ToyModel(CONFIG, (0, 3)), server).generate_batch([PROMPT], 2)

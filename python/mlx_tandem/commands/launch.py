@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import resource
 import sys
-import time
 
 
 def add_arguments(parser):
@@ -44,24 +43,10 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
-def plan(args):
-    """(checkpoint path, config, split, handshake description, bytes of each rank) — same on both ranks."""
-    from ..checkpoint import Checkpoint, read_config
-    from ..pipeline import partition
-    from .generate import resolve_model
-
-    path = resolve_model(args.model)
-    config = read_config(path)
-    sizes = partition.tensor_bytes(Checkpoint(path))
-    L = config["num_hidden_layers"]
-    tied = bool(config.get("tie_word_embeddings", False))
-    split = partition.choose_split(sizes, L, tied, args.split)
-    return path, config, split, partition.describe(config, sizes, split), partition.rank_bytes(sizes, L, split, tied), sum(sizes.values())
-
-
 def main(args) -> int:
-    from ..pipeline import auth
+    from ..pipeline import auth, ranks
     from ..pipeline.errors import FingerprintMismatch, PipelineError
+    from .generate import resolve_model
 
     if args.nnodes != 2:
         print(f"tandem launch: only --nnodes 2 is supported, got {args.nnodes}", file=sys.stderr)
@@ -71,41 +56,27 @@ def main(args) -> int:
         return 1
     if args.cpu is not None:
         os.sched_setaffinity(0, {args.cpu})
+    common = dict(host=args.master_addr, port=args.master_port, split=args.split, timeout=args.timeout,
+                  insecure_no_auth=args.insecure_no_auth, dtype=args.dtype, connect_timeout=args.connect_timeout)
     try:
-        secret = auth.load_secret(args.secret_file)
-        auth.check_secret_policy(args.master_addr, secret, args.insecure_no_auth)
-        path, config, split, description, per_rank, total = plan(args)
-    except (ValueError, OSError) as e:
-        print(f"tandem launch: {e}", file=sys.stderr)
-        return 1
-    creds = auth.Credentials(secret, description)
-    L = config["num_hidden_layers"]
-    layers = (0, split) if args.node_rank == 0 else (split, L)
-    log(f"rank {args.node_rank}: layers [{layers[0]}, {layers[1]}) of {L}, {per_rank[args.node_rank] / 2**20:.1f} MB "
-        f"of the model's {total / 2**20:.1f} MB; {description}")
-    from ..checkpoint import load_model
-    from ..tokenizer import TokenizerWrapper
-
-    t0 = time.perf_counter()
-    try:
-        model, _ = load_model(path, layer_range=layers, dtype=args.dtype)  # reads only this rank's tensors
-        tokenizer = TokenizerWrapper.from_dir(path) if args.node_rank == 0 else None  # rank 1 returns ids
-    except (ValueError, OSError) as e:
-        print(f"tandem launch: {e}", file=sys.stderr)
-        return 1
-    log(f"rank {args.node_rank}: loaded in {time.perf_counter() - t0:.1f} s, peak RSS {peak_rss_mb():.0f} MB")
-    try:
-        if args.node_rank == 0:
-            return run_rank0(args, model, tokenizer, creds)
-        return run_rank1(args, model, creds)
+        common["secret"] = auth.load_secret(args.secret_file)
+        path = resolve_model(args.model)
+        if args.node_rank == 1:
+            ranks.serve_rank1(path, **common)
+            return 0
+        pipe, tokenizer = ranks.start_rank0(path, prefill_chunk=args.prefill_chunk, **common)
+        return run_rank0(args, pipe, tokenizer)
     except FingerprintMismatch as e:
         print(f"tandem launch: {e}", file=sys.stderr)
         return 1
-    except PipelineError as e:
+    except PipelineError as e:  # before OSError: PeerTimeout and PeerDisconnected are OSErrors too
         print(f"tandem launch: {type(e).__name__}: {e}", file=sys.stderr)
         return 2
+    except (ValueError, OSError) as e:
+        print(f"tandem launch: {e}", file=sys.stderr)
+        return 1
     finally:
-        log(f"rank {args.node_rank}: peak RSS {peak_rss_mb():.0f} MB (model files {total / 2**20:.0f} MB)")
+        log(f"rank {args.node_rank}: peak RSS {peak_rss_mb():.0f} MB")
 
 
 def _prompts(args):
@@ -117,16 +88,10 @@ def _prompts(args):
         yield sys.stdin.read() if args.prompt == "-" else args.prompt
 
 
-def run_rank0(args, model, tokenizer, creds) -> int:
-    from ..pipeline import auth
+def run_rank0(args, pipe, tokenizer) -> int:
     from ..pipeline.errors import FingerprintMismatch, PipelineError
-    from ..pipeline.pipeline import Pipeline
     from ..pipeline.textgen import TextStats, stream_text
 
-    listener = auth.Listener(args.master_addr, args.master_port, creds, timeout=args.timeout)
-    log(f"rank 0: listening on {args.master_addr}:{listener.address[1]}, waiting for rank 1")
-    pipe = Pipeline(model, listener.accept(args.connect_timeout), prefill_chunk=args.prefill_chunk)
-    log("rank 0: rank 1 connected and authenticated")
     sampling = dict(temperature=args.temp, top_p=args.top_p, top_k=args.top_k, seed=args.seed)
     try:
         for prompt in _prompts(args):
@@ -142,7 +107,7 @@ def run_rank0(args, model, tokenizer, creds) -> int:
                 if not args.interactive:
                     raise
                 log(f"rank 0: the pipeline failed ({type(e).__name__}: {e}); waiting for rank 1 to come back")
-                pipe.reconnect(listener, args.connect_timeout)
+                pipe.reconnect(deadline=args.connect_timeout)
                 log("rank 0: rank 1 is back; enter the prompt again")
                 continue
             sys.stdout.write("\n")
@@ -151,27 +116,4 @@ def run_rank0(args, model, tokenizer, creds) -> int:
                 f"{pipe.conn.bytes_received / 2**10:.0f} KiB received")
     finally:
         pipe.close()
-        listener.close()
     return 0
-
-
-def run_rank1(args, model, creds) -> int:
-    from ..pipeline import auth
-    from ..pipeline.errors import FingerprintMismatch, PipelineError
-    from ..pipeline.stage import StageServer
-
-    while True:  # redial after a fault, so a restarted rank 0 finds us again
-        conn = auth.dial(args.master_addr, args.master_port, creds, deadline=args.connect_timeout, timeout=args.timeout)
-        log(f"rank 1: connected to {args.master_addr}:{args.master_port} and authenticated")
-        server = StageServer(model, conn)
-        try:
-            server.serve()
-        except FingerprintMismatch:
-            raise
-        except PipelineError as e:
-            log(f"rank 1: the pipeline failed ({type(e).__name__}: {e}); reconnecting")
-            continue
-        finally:
-            conn.close()
-        log(f"rank 1: rank 0 ended the session after {server.served} requests")
-        return 0

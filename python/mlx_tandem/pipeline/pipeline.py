@@ -52,19 +52,25 @@ class Pipeline:
     """Rank 0's side. `model` is the first stage (token ids in, hidden states out); `conn` an
     authenticated, started Connection to the rank holding the remaining layers and the head."""
 
-    def __init__(self, model, conn: Connection, *, prefill_chunk: int = 512, window: int | None = None):
+    def __init__(self, model, conn: Connection, *, prefill_chunk: int = 512, window: int | None = None,
+                 listener=None):
         if prefill_chunk < 1:
             raise ValueError(f"pipeline: prefill_chunk must be >= 1, got {prefill_chunk}")
         self.model = model
         self.conn = conn
         self.prefill_chunk = prefill_chunk
         self.window = window
+        self.listener = listener  # where reconnect() waits for a restarted rank 1 (closed by close())
         self.stats = PipelineStats()
         self._step = 0
 
     # ---- connection lifecycle ------------------------------------------------------------------
-    def reconnect(self, listener, deadline: float | None = None) -> None:
-        """After a fault: wait for the (restarted) peer on `listener` and continue with fresh state."""
+    def reconnect(self, listener=None, deadline: float | None = None) -> None:
+        """After a fault: wait for the (restarted) peer on `listener` (default: the pipeline's own) and
+        continue with fresh state (sequences start again; rank 1's caches went with the old link)."""
+        listener = listener or self.listener
+        if listener is None:
+            raise ValueError("pipeline: reconnect needs a listener")
         self.conn.close()
         self.conn = listener.accept(deadline)
 
@@ -76,6 +82,8 @@ class Pipeline:
             except PipelineError:
                 pass
             self.conn.close()
+        if self.listener is not None:
+            self.listener.close()
 
     def __enter__(self):
         return self
@@ -188,8 +196,10 @@ class Pipeline:
         t0 = time.perf_counter()
         frame = self.conn.recv()
         self.stats.wait_seconds += time.perf_counter() - t0
-        if frame.msg_type != MsgType.RESULT or frame.step != step:
-            err = SequenceError(f"pipeline: expected RESULT for step {step}, got {frame.describe()}")
-            self.conn.close()
-            raise err
-        return Result.parse(frame, want, 1)
+        try:
+            if frame.msg_type != MsgType.RESULT or frame.step != step:
+                raise SequenceError(f"pipeline: expected RESULT for step {step}, got {frame.describe()}")
+            return Result.parse(frame, want, 1)
+        except PipelineError:
+            self.conn.close()  # the two ranks no longer agree on the state: this link is finished
+            raise

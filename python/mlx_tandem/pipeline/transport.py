@@ -160,11 +160,15 @@ class Connection:
         peer raises within `timeout`. `deadline` (seconds) bounds the wait for this frame as well."""
         end = None if deadline is None else time.monotonic() + deadline
         while True:
-            self._raise_if_failed()
+            # complete frames that arrived before a fault are still delivered (a SHUTDOWN followed by
+            # the peer hanging up is an orderly end); then the fault is raised
+            failed = self._error is not None or self._closed.is_set()
             wait = 0.2 if end is None else max(0.0, min(0.2, end - time.monotonic()))
             try:
-                frame = self._frames.get(timeout=wait)
+                frame = self._frames.get_nowait() if failed else self._frames.get(timeout=wait)
             except queue.Empty:
+                if failed:
+                    self._raise_if_failed()
                 if end is not None and time.monotonic() >= end:
                     raise PeerTimeout(f"transport: no reply from {self.peer} within {deadline}s") from None
                 continue
