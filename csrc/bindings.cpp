@@ -3,6 +3,7 @@
 #include <cmath>
 
 #include <nanobind/nanobind.h>
+#include <nanobind/stl/optional.h>
 #include <nanobind/stl/pair.h>
 #include <nanobind/stl/string.h>
 #include <nanobind/stl/tuple.h>
@@ -11,6 +12,7 @@
 #include <nanobind/stl/array.h>
 #include <nanobind/ndarray.h>
 
+#include "attention.h"
 #include "cpu/isa.h"
 #include "cpu/stream_read.h"
 #include "cpu/thread_pool.h"
@@ -67,6 +69,13 @@ NB_MODULE(_ext, m) {
   m.def("fp8_matmul", &tandem::fp8_matmul, "x"_a, "codes"_a, "scales"_a,
         "block_size"_a = std::pair<int, int>{128, 128}, nb::kw_only(), "stream"_a = nb::none(),
         "x (..., K) @ dequant(codes, scales).T -> (..., N) in x's dtype; weights decoded in the kernel.");
+
+  m.def("fused_attention", &tandem::fused_attention, "q"_a, "k"_a, "v"_a, nb::kw_only(),
+        "scale"_a = nb::none(), "causal"_a = true, "stream"_a = nb::none(),
+        "Scaled dot-product attention: q (B, Hq, Lq, Dk), k (B, Hkv, Lk, Dk), v (B, Hkv, Lk, Dv) -> "
+        "(B, Hq, Lq, Dv) in q's dtype. scale defaults to 1/sqrt(Dk); Hq a multiple of Hkv (GQA); with "
+        "causal the queries are the last Lq of the Lk positions. float32 softmax and accumulation; K/V "
+        "may be strided views into a larger cache (read in place).");
 
   m.def("cpu_isa", [] { return std::string(tandem::cpu::isa_name(tandem::cpu::active_isa())); },
         "The CPU kernel path in use (TANDEM_ISA overrides the detected one).");

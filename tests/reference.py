@@ -70,3 +70,30 @@ def fp8_quantize(w, block_size):
 def fp8_matmul(x, codes, scales, block_size):
     """x (..., K) @ dequant(W).T in float64."""
     return np.asarray(x, np.float64) @ fp8_dequantize(codes, scales, block_size).T
+
+
+# ---------------------------------------------------------------------------
+# Attention (fused_attention): float64 softmax(scale * q k^T + mask) v.
+
+
+def attention(q, k, v, scale=None, causal=True):
+    """q (B, Hq, Lq, Dk), k (B, Hkv, Lk, Dk), v (B, Hkv, Lk, Dv) -> (B, Hq, Lq, Dv) float64.
+
+    Grouped-query: query head h uses KV head h // (Hq // Hkv). Causal masking is
+    bottom-right aligned: query i sits at key position Lk - Lq + i and sees keys <= it.
+    """
+    q, k, v = (np.asarray(x, dtype=np.float64) for x in (q, k, v))
+    Hq, Lq, Dk = q.shape[1:]
+    Hkv, Lk = k.shape[1:3]
+    group = Hq // Hkv
+    k = np.repeat(k, group, axis=1)
+    v = np.repeat(v, group, axis=1)
+    scale = 1.0 / np.sqrt(Dk) if scale is None else scale
+    s = np.einsum("bhqd,bhkd->bhqk", q, k) * scale
+    if causal:
+        visible = np.arange(Lk)[None, :] <= (Lk - Lq + np.arange(Lq))[:, None]
+        s = np.where(visible, s, -np.inf)
+    s = s - s.max(axis=-1, keepdims=True)
+    p = np.exp(s)
+    p /= p.sum(axis=-1, keepdims=True)
+    return np.einsum("bhqk,bhkd->bhqd", p, v)
