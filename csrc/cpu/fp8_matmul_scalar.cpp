@@ -36,6 +36,8 @@ void fp8_matmul(Isa isa, const Fp8MatmulArgs& a) {
 #if defined(TANDEM_X86)
     case Isa::Avx512: return fp8_matmul_avx512(a);
     case Isa::Avx2: return fp8_matmul_avx2(a);
+#elif defined(TANDEM_ARM)
+    case Isa::Neon: return fp8_matmul_neon(a);
 #endif
     default: return fp8_matmul_scalar(a);
   }

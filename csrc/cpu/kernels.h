@@ -27,6 +27,7 @@ constexpr int64_t kGemvMaxRows = 8;
 void fp8_matmul_scalar(const Fp8MatmulArgs& a);
 void fp8_matmul_avx2(const Fp8MatmulArgs& a);
 void fp8_matmul_avx512(const Fp8MatmulArgs& a);
+void fp8_matmul_neon(const Fp8MatmulArgs& a);
 void fp8_matmul(Isa isa, const Fp8MatmulArgs& a);
 
 // Elementwise codec and block quantization (not hot; portable code).

@@ -1,0 +1,7 @@
+// ARMv8 NEON path (Apple silicon CPUs, Linux on ARM).
+#include "cpu/fp8_matmul_simd.h"
+#include "cpu/simd_neon.h"
+
+namespace tandem::cpu {
+void fp8_matmul_neon(const Fp8MatmulArgs& a) { simd::fp8_matmul<SimdNeon>(a); }
+} // namespace tandem::cpu
