@@ -3,6 +3,9 @@
 #include "cpu/kernels.h"
 #include "mlx/ops.h"
 #include "validate.h"
+#ifdef TANDEM_METAL
+#include "metal/eval.h"
+#endif
 
 namespace tandem {
 
@@ -28,7 +31,14 @@ void Fp8Matmul::eval_cpu(const std::vector<mx::array>& inputs, mx::array& out) {
   });
 }
 
-void Fp8Matmul::eval_gpu(const std::vector<mx::array>&, mx::array&) { no_gpu(name()); }
+void Fp8Matmul::eval_gpu(const std::vector<mx::array>& inputs, mx::array& out) {
+#ifdef TANDEM_METAL
+  metal::eval_fp8_matmul_gpu(stream(), inputs, out, block_.first, block_.second);
+#else
+  (void)inputs, (void)out;
+  no_gpu(name());
+#endif
+}
 
 mx::array fp8_matmul(const mx::array& x, const mx::array& codes, const mx::array& scales,
                      BlockSize block, mx::StreamOrDevice s) {

@@ -4,12 +4,12 @@
 
 namespace tandem::metal {
 
-Launch plan_fp8_matmul(int M, int N, int K, int bn, int bk, ActDtype t) {
+Launch plan_fp8_matmul(int M, int N, int K, int bn, int bk, ActDtype t, bool codes_aligned) {
   const char* op = "plan_fp8_matmul";
   if (M < 1 || N < 1 || K < 1) plan_fail(op, "M, N and K must be positive");
   if (bn < 1 || bk < 1) plan_fail(op, "block sizes must be positive");
   // 16-byte code loads need 16-aligned rows and chunks that never straddle a scale block.
-  const bool aligned = K % 16 == 0 && bk % 16 == 0;
+  const bool aligned = codes_aligned && K % 16 == 0 && bk % 16 == 0;
   Launch L;
   L.args_index = 4;
   const std::string dt = dtype_name(t);
