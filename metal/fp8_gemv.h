@@ -16,7 +16,7 @@ constant constexpr int kGemvStep = kGemvChunk * kSimdWidth;
 template <typename T, int MT>
 METAL_FUNC void gemv_aligned(const device T* x, const device uchar* codes, const device float* scales,
                              constant Fp8GemvArgs& a, int row0, int nrows, ushort lane,
-                             thread float (&acc)[MT][kGemvRows]) {
+                             thread float* acc) {  // acc[m * kGemvRows + r]
   for (int c0 = 0; c0 < a.K; c0 += kGemvStep) {
     const int c = c0 + int(lane) * kGemvChunk;
     const bool active = c < a.K;
@@ -56,7 +56,7 @@ METAL_FUNC void gemv_aligned(const device T* x, const device uchar* codes, const
           float4 wf = float4(w[r][q]);
           d += dot(wf, float4(xv[4 * q], xv[4 * q + 1], xv[4 * q + 2], xv[4 * q + 3]));
         }
-        acc[m][r] = fma(s[r], d, acc[m][r]);
+        acc[m * kGemvRows + r] = fma(s[r], d, acc[m * kGemvRows + r]);
       }
     }
   }
@@ -67,7 +67,7 @@ METAL_FUNC void gemv_aligned(const device T* x, const device uchar* codes, const
 template <typename T, int MT>
 METAL_FUNC void gemv_general(const device T* x, const device uchar* codes, const device float* scales,
                              constant Fp8GemvArgs& a, int row0, int nrows, ushort lane,
-                             thread float (&acc)[MT][kGemvRows]) {
+                             thread float* acc) {  // acc[m * kGemvRows + r]
   int cur_b[kGemvRows];
   float cur_s[kGemvRows];
   for (int r = 0; r < kGemvRows; r++) cur_b[r] = -1;
@@ -84,7 +84,7 @@ METAL_FUNC void gemv_general(const device T* x, const device uchar* codes, const
           cur_s[r] = scales[((row0 + r) / a.bn) * a.scales_ld + b] * kFp8ScaleFold;
         }
         const float w = float(fp8_decode_scaled(codes[size_t(row0 + r) * a.K + col])) * cur_s[r];
-        for (int m = 0; m < MT; m++) acc[m][r] = fma(w, xv[m], acc[m][r]);
+        for (int m = 0; m < MT; m++) acc[m * kGemvRows + r] = fma(w, xv[m], acc[m * kGemvRows + r]);
       }
     }
   }
@@ -103,9 +103,8 @@ template <typename T, int MT, bool ALIGNED>
   const int row0 = (int(tgid) * kGemvSimdgroups + int(sg)) * kGemvRows;
   if (row0 >= a.N) return;  // the whole SIMD-group leaves; there are no threadgroup barriers
   const int nrows = min(kGemvRows, a.N - row0);
-  float acc[MT][kGemvRows];
-  for (int m = 0; m < MT; m++)
-    for (int r = 0; r < kGemvRows; r++) acc[m][r] = 0.0f;
+  float acc[MT * kGemvRows];
+  for (int i = 0; i < MT * kGemvRows; i++) acc[i] = 0.0f;
   if (ALIGNED) {
     gemv_aligned<T, MT>(x, codes, scales, a, row0, nrows, lane, acc);
   } else {
@@ -113,7 +112,7 @@ template <typename T, int MT, bool ALIGNED>
   }
   for (int m = 0; m < MT; m++) {
     for (int r = 0; r < kGemvRows; r++) {
-      const float total = simd_sum(acc[m][r]);
+      const float total = simd_sum(acc[m * kGemvRows + r]);
       if (lane == 0 && m < a.M && r < nrows) y[size_t(m) * a.N + row0 + r] = static_cast<T>(total);
     }
   }
