@@ -27,22 +27,30 @@ def _entry(idx: int, callee: str, k: KernelDef) -> str:
             f"  {callee}(\n      {body});\n}}\n")
 
 
-def launcher(unit: Unit) -> str:
-    """C++ source for the kernels in one unit, to be appended to its rewritten text."""
+def entries(unit: Unit) -> list[tuple[str, str, KernelDef]]:
+    """(host name, callee expression, definition) for every host-visible kernel of a unit."""
     by_name: dict[str, KernelDef] = {}
     for k in unit.kernels:
         by_name.setdefault(k.qualified, k)
         by_name.setdefault(k.name, k)
-    entries: list[tuple[str, str, KernelDef]] = []
+    found: list[tuple[str, str, KernelDef]] = []
     for k in unit.kernels:
         if not k.is_template:
-            entries.append((k.host_name or k.name, k.qualified, k))
+            found.append((k.host_name or k.name, k.qualified, k))
     for inst in unit.instances:
         base = inst.callee.split("<", 1)[0].strip()
         k = by_name.get(base.lstrip(":")) or by_name.get(base.split("::")[-1])
         if k is None:
             raise CompileError(f"{inst.file}:{inst.line}: instantiated kernel '{base}' has no [[kernel]] definition")
-        entries.append((inst.host_name, inst.callee, k))
+        found.append((inst.host_name, inst.callee, k))
+    return found
+
+
+def launcher(unit: Unit, part: int = 0, parts: int = 1) -> str:
+    """C++ source for the kernels of one unit (every `parts`-th one, starting at `part`, so that a
+    unit with many instantiations compiles as several objects in parallel), to be appended to
+    its rewritten text."""
+    entries = [e for i, e in enumerate(globals()["entries"](unit)) if i % parts == part]
     out = ['\n# 1 "<metal_emu launcher>"\n']
     for i, (_, callee, k) in enumerate(entries):
         out.append(_entry(i, callee, k))

@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import hashlib
 import os
+import platform
 import shutil
 import subprocess
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from . import codegen, frontend
@@ -20,6 +22,8 @@ RUNTIME = HERE / "runtime"
 CXX = os.environ.get("METAL_EMU_CXX", "g++")
 # Metal's own predefined macros, so sources take their Metal branches.
 PREDEFINED = {"__METAL__": "1", "__METAL_VERSION__": "310", "__HAVE_BFLOAT__": "1", "METAL_EMU": "1"}
+JOBS = int(os.environ.get("METAL_EMU_JOBS", 0)) or min(2, os.cpu_count() or 1)
+KERNELS_PER_OBJECT = 12  # a unit with more instantiations is split into objects compiled in parallel
 CXXFLAGS = ["-std=c++20", "-O2", "-g", "-fPIC", "-fvisibility=hidden", "-fno-strict-aliasing", "-fwrapv",
             "-fsigned-char", "-fstack-clash-protection", "-Wno-attributes", "-Wno-unknown-pragmas", "-Wno-ignored-attributes"]
 
@@ -87,6 +91,7 @@ def _runtime_object(tool_hash: str) -> Path:
 def build(sources: list[Path], include_dirs: list[Path], defines: dict[str, object]) -> Path:
     """Path of the compiled library for these sources (built on first use, then cached)."""
     tool_hash = _toolchain_hash()
+    _runtime_object(tool_hash)
     texts = [preprocess(s, include_dirs, defines) for s in sources]
     h = hashlib.sha256(tool_hash.encode())
     for s, t in zip(sources, texts):
@@ -104,15 +109,22 @@ def build(sources: list[Path], include_dirs: list[Path], defines: dict[str, obje
     cache_dir().mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f"{key}.", dir=cache_dir()))
     try:
-        objs = []
+        jobs = []
         for n, (src, unit) in enumerate(zip(sources, units)):
-            cpp = work / f"unit{n}.cpp"
-            cpp.write_text(unit.text + codegen.launcher(unit))
-            obj = work / f"unit{n}.o"
-            _run([CXX, *CXXFLAGS, "-isystem", str(SHIM), "-c", str(cpp), "-o", str(obj)], f"compiling {src}")
-            objs.append(str(obj))
-        _run([CXX, "-shared", "-o", str(work / "kernels.so"), *objs, str(_runtime_object(tool_hash)), "-lpthread",
-              "-lm"], "linking")
+            parts = max(1, min(JOBS, -(-len(codegen.entries(unit)) // KERNELS_PER_OBJECT)))
+            for part in range(parts):
+                cpp = work / f"unit{n}_{part}.cpp"
+                cpp.write_text(unit.text + codegen.launcher(unit, part, parts))
+                jobs.append(([CXX, *CXXFLAGS, "-isystem", str(SHIM), "-c", str(cpp), "-o", str(cpp.with_suffix(".o"))],
+                             f"compiling {src}"))
+        with ThreadPoolExecutor(max_workers=JOBS) as pool:
+            list(pool.map(lambda job: _run(*job), jobs))
+        objs = [job[0][-1] for job in jobs]
+        # Objects split from one unit (and units sharing a header) define the same non-template
+        # functions; the copies are identical, so the linker may keep any one.
+        dup = ["-Wl,--allow-multiple-definition"] if platform.system() == "Linux" else []
+        _run([CXX, "-shared", "-o", str(work / "kernels.so"), *objs, str(_runtime_object(tool_hash)), *dup,
+              "-lpthread", "-lm"], "linking")
         try:
             os.rename(work, final)
         except OSError:  # another process built the same library first
