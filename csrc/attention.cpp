@@ -5,6 +5,9 @@
 
 #include "cpu/attention.h"
 #include "validate.h"
+#ifdef TANDEM_METAL
+#include "metal/eval.h"
+#endif
 
 namespace tandem {
 namespace {
@@ -66,7 +69,14 @@ void FusedAttention::eval_cpu(const std::vector<mx::array>& inputs, mx::array& o
   });
 }
 
-void FusedAttention::eval_gpu(const std::vector<mx::array>&, mx::array&) { no_gpu(name()); }
+void FusedAttention::eval_gpu(const std::vector<mx::array>& inputs, mx::array& out) {
+#ifdef TANDEM_METAL
+  metal::eval_attention_gpu(stream(), inputs, out, scale_, causal_);
+#else
+  (void)inputs, (void)out;
+  no_gpu(name());
+#endif
+}
 
 mx::array fused_attention(const mx::array& q, const mx::array& k, const mx::array& v,
                           std::optional<float> scale, bool causal, mx::StreamOrDevice s) {

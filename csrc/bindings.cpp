@@ -101,10 +101,12 @@ NB_MODULE(_ext, m) {
   m.def(
       "plan_attention",
       [](int B, int Hq, int Hkv, int Lq, int Lk, int Dk, int Dv, mx::Dtype dtype, std::optional<float> scale,
-         bool causal, std::optional<std::array<int64_t, 3>> k_strides, std::optional<std::array<int64_t, 3>> v_strides) {
+         bool causal, std::optional<std::array<int64_t, 3>> q_strides, std::optional<std::array<int64_t, 3>> k_strides,
+         std::optional<std::array<int64_t, 3>> v_strides) {
         auto t = act_dtype("plan_attention", dtype);
         auto P = tandem::metal::plan_attention(
             B, Hq, Hkv, Lq, Lk, Dk, Dv, t, scale ? *scale : 1.0f / std::sqrt(float(Dk)), causal,
+            q_strides ? *q_strides : std::array<int64_t, 3>{int64_t(Hq) * Lq * Dk, int64_t(Lq) * Dk, Dk},
             k_strides ? *k_strides : std::array<int64_t, 3>{int64_t(Hkv) * Lk * Dk, int64_t(Lk) * Dk, Dk},
             v_strides ? *v_strides : std::array<int64_t, 3>{int64_t(Hkv) * Lk * Dv, int64_t(Lk) * Dv, Dv});
         nb::dict d;
@@ -118,6 +120,6 @@ NB_MODULE(_ext, m) {
         return d;
       },
       "B"_a, "Hq"_a, "Hkv"_a, "Lq"_a, "Lk"_a, "Dk"_a, "Dv"_a, "dtype"_a, "scale"_a = nb::none(), "causal"_a = true,
-      "k_strides"_a = nb::none(), "v_strides"_a = nb::none(),
+      "q_strides"_a = nb::none(), "k_strides"_a = nb::none(), "v_strides"_a = nb::none(),
       "The Metal launches fused attention's eval_gpu encodes (strides in elements: batch, head, seq).");
 }

@@ -10,10 +10,17 @@
 #include "kargs.h"
 #include "utils.h"
 
-// Row r of a threadgroup's rows -> offset of its query (in units of D) in (B, Hq, Lq, D).
-METAL_FUNC size_t decode_row_offset(constant AttnDecodeArgs& a, int b, int hkv, int row) {
+// Row r of a KV head's rows (query head g of the group, position lq) -> its index in (B, Hq, Lq): the
+// output row (contiguous, times Dv) and the slot of the split partials.
+METAL_FUNC size_t decode_row_index(constant AttnDecodeArgs& a, int b, int hkv, int row) {
   const int g = row / a.Lq, lq = row % a.Lq;
   return (size_t(b) * a.Hq + size_t(hkv) * a.gqa + g) * a.Lq + lq;
+}
+
+// ... and the element offset of its query in q (strided).
+METAL_FUNC size_t decode_q_offset(constant AttnDecodeArgs& a, int b, int hkv, int row) {
+  const int g = row / a.Lq, lq = row % a.Lq;
+  return size_t(b) * a.q.batch + size_t(hkv * a.gqa + g) * a.q.head + size_t(lq) * a.q.seq;
 }
 
 // Runs this SIMD-group's share of keys [kbeg, kend) and leaves its partial max, sum and output of
@@ -33,7 +40,7 @@ METAL_FUNC void decode_partials(const device T* q, const device T* k, const devi
     limit[r] = 0;
     if (r < nrows) {
       const int lq = (row0 + r) % a.Lq;
-      const device T* qp = q + decode_row_offset(a, b, hkv, row0 + r) * DK;
+      const device T* qp = q + decode_q_offset(a, b, hkv, row0 + r);
       for (int i = 0; i < DKPL; i++) {
         const int d = int(lane) + kSimdWidth * i;
         qr[r][i] = d < DK ? float(qp[d]) * a.scale_log2 : 0.0f;
@@ -119,7 +126,7 @@ template <typename T, int DK, int DV, int R>
   decode_partials<T, DK, DV, R>(q, k, v, a, sm_m, sm_l, sm_o, b, hkv, row0, nrows, 0, a.Lk, sg, lane);
   for (int idx = tid; idx < nrows * DV; idx += kDecodeSimdgroups * 32) {
     const int r = idx / DV, d = idx % DV;
-    out[decode_row_offset(a, b, hkv, row0 + r) * DV + d] = static_cast<T>(decode_combine<DV, R>(sm_m, sm_l, sm_o, r, d).x);
+    out[decode_row_index(a, b, hkv, row0 + r) * DV + d] = static_cast<T>(decode_combine<DV, R>(sm_m, sm_l, sm_o, r, d).x);
   }
 }
 
@@ -145,7 +152,7 @@ template <typename T, int DK, int DV, int R>
   for (int idx = tid; idx < nrows * DV; idx += kDecodeSimdgroups * 32) {
     const int r = idx / DV, d = idx % DV;
     const float3 c = decode_combine<DV, R>(sm_m, sm_l, sm_o, r, d);
-    const size_t slot = decode_row_offset(a, b, hkv, row0 + r) * a.splits + split;
+    const size_t slot = decode_row_index(a, b, hkv, row0 + r) * a.splits + split;
     part_o[slot * DV + d] = c.x;
     if (d == 0) part_ml[slot] = float2(c.y, c.z);
   }

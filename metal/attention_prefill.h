@@ -34,10 +34,10 @@ template <typename T, int DK, int DVT>
   const int off = a.Lk - a.Lq;  // query i sits at key position off + i
   const int kend = a.causal ? clamp(off + row0 + nrows, 0, a.Lk) : a.Lk;
 
-  const device T* qp = q + ((size_t(b) * a.Hq + hq) * a.Lq + row0) * DK;
+  const device T* qp = q + size_t(b) * a.q.batch + size_t(hq) * a.q.head + size_t(row0) * a.q.seq;
   const device T* kb = k + size_t(b) * a.k.batch + size_t(hkv) * a.k.head;
   const device T* vb = v + size_t(b) * a.v.batch + size_t(hkv) * a.v.head + dv0;
-  const int kld = int(a.k.seq), vld = int(a.v.seq);
+  const int qld = int(a.q.seq), kld = int(a.k.seq), vld = int(a.v.seq);
 
   frag8 o[NF];
   for (int f = 0; f < NF; f++) o[f] = make_filled_simdgroup_matrix<float, 8, 8>(0.0f);
@@ -53,7 +53,7 @@ template <typename T, int DK, int DVT>
     for (int t = 0; t < BK / 8; t++) s[t] = make_filled_simdgroup_matrix<float, 8, 8>(0.0f);
     for (int d0 = 0; d0 < DK; d0 += 8) {
       frag8 fq;
-      frag_load(fq, qp + d0, DK, nrows, 8, lane);
+      frag_load(fq, qp + d0, qld, nrows, 8, lane);
       for (int t = 0; t < BK / 8; t++) {
         frag8 fk;  // K^T: (dim, key)
         frag_load_t(fk, kb + size_t(k0 + 8 * t) * a.k.seq + d0, kld, 8, kn - 8 * t, lane);

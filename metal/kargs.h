@@ -41,16 +41,16 @@ struct Fp8GemmArgs {
   tdm_i32 scales_ld;
 };
 
-// Strides in elements; the innermost (head-dim) stride is 1. K/V may be views into a larger cache.
+// Strides in elements; the innermost (head-dim) stride is 1. q may be a transposed view (B, L, H, D) ->
+// (B, H, L, D), K/V views into a larger cache.
 struct AttnStrides {
   tdm_i64 batch, head, seq;
 };
 
-// attention_decode_* : buffers 0 q (B, Hq, Lq, Dk) contiguous, 1 k, 2 v, 3 out (B, Hq, Lq, Dv) contiguous,
-// 4 args. attention_decode_split_*: 3 partial outputs float (B, Hq, Lq, splits,
+// attention_decode_* : buffers 0 q (B, Hq, Lq, Dk), 1 k, 2 v, 3 out (B, Hq, Lq, Dv) contiguous, 4 args. attention_decode_split_*: 3 partial outputs float (B, Hq, Lq, splits,
 // Dv), 4 args, 5 partial (max, sum) float2 (B, Hq, Lq, splits); then attention_decode_merge_* combines.
 struct AttnDecodeArgs {
-  AttnStrides k, v;
+  AttnStrides q, k, v;
   tdm_i32 B, Hq, Hkv, Lq, Lk;
   tdm_i32 gqa;              // Hq / Hkv
   tdm_i32 causal;           // bottom-right aligned
@@ -68,7 +68,7 @@ struct AttnMergeArgs {
 
 // attention_prefill_* : buffers 0 q, 1 k, 2 v, 3 out (as the decode kernel), 4 args.
 struct AttnPrefillArgs {
-  AttnStrides k, v;
+  AttnStrides q, k, v;
   tdm_i32 B, Hq, Hkv, Lq, Lk;
   tdm_i32 gqa;
   tdm_i32 causal;

@@ -1,6 +1,5 @@
 """Helpers for the Metal kernel tests: compile metal/*.metal with the emulator (once per session),
-launch exactly what the planning functions in _ext say eval_gpu would launch, and a float64 attention
-reference."""
+launch exactly what the planning functions in _ext say eval_gpu would launch."""
 from __future__ import annotations
 
 import functools
@@ -56,22 +55,9 @@ def plan_fp8(m, n, k, block, dtype):
     return _ext.plan_fp8_matmul(m, n, k, block, MX_DTYPES[dtype])
 
 
-def plan_attention(q_shape, k_shape, dv, dtype, causal, scale=None, k_strides=None, v_strides=None):
+def plan_attention(q_shape, k_shape, dv, dtype, causal, scale=None, q_strides=None, k_strides=None,
+                   v_strides=None):
     b, hq, lq, dk = q_shape
     _, hkv, lk, _ = k_shape
     return _ext.plan_attention(b, hq, hkv, lq, lk, dk, dv, MX_DTYPES[dtype], scale=scale, causal=causal,
-                               k_strides=k_strides, v_strides=v_strides)
-
-
-def attention_reference(q, k, v, scale, causal):
-    """float64 softmax(q k^T * scale) v with GQA and bottom-right causal masking."""
-    q, k, v = (np.asarray(a, np.float64) for a in (q, k, v))
-    g = q.shape[1] // k.shape[1]
-    k, v = np.repeat(k, g, axis=1), np.repeat(v, g, axis=1)
-    s = q @ np.swapaxes(k, -1, -2) * scale
-    lq, lk = q.shape[2], k.shape[2]
-    if causal:
-        s = np.where(np.arange(lk)[None, :] > (lk - lq + np.arange(lq))[:, None], -np.inf, s)
-    s = s - s.max(-1, keepdims=True)
-    p = np.exp(s)
-    return (p / p.sum(-1, keepdims=True)) @ v
+                               q_strides=q_strides, k_strides=k_strides, v_strides=v_strides)

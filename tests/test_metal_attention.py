@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from fp8_cases import EPS
-from metal_kernels import (HEAD_DIMS, NP_DTYPES, attention_reference, check_resources, dispatch, library,
-                           plan_attention, require_emulator)
+import reference as ref
+from metal_kernels import HEAD_DIMS, NP_DTYPES, check_resources, dispatch, library, plan_attention, require_emulator
 
 pytestmark = pytest.mark.usefixtures("emulator")
 DTYPE_NAMES = list(NP_DTYPES)
@@ -37,26 +37,37 @@ def kv_buffer(rng, b, h, lk, d, layout, dtype):
     return buf, buf[:, :lk].transpose(0, 2, 1, 3), (cap * h * d, d, h * d)
 
 
-def run_attention(b, hq, hkv, lq, lk, dk, dv, dtype, causal, layout="contiguous", seed=0, scale=None):
+def q_buffer(rng, b, hq, lq, dk, transposed, dtype):
+    """(buffer, view, strides) of q: contiguous, or the (B, L, H, D) -> (B, H, L, D) view models make."""
+    if not transposed:
+        buf = rng.standard_normal((b, hq, lq, dk)).astype(NP_DTYPES[dtype])
+        return buf, buf, None
+    buf = rng.standard_normal((b, lq, hq, dk)).astype(NP_DTYPES[dtype])
+    return buf, buf.transpose(0, 2, 1, 3), (lq * hq * dk, dk, hq * dk)
+
+
+def run_attention(b, hq, hkv, lq, lk, dk, dv, dtype, causal, layout="contiguous", seed=0, scale=None,
+                  q_transposed=False):
     """Runs every planned launch and checks the output; returns (plan, stats of the first launch, k buffer)."""
     rng = np.random.default_rng(seed)
-    q = rng.standard_normal((b, hq, lq, dk)).astype(NP_DTYPES[dtype])
+    qbuf, q, qs = q_buffer(rng, b, hq, lq, dk, q_transposed, dtype)
     kbuf, k, ks = kv_buffer(rng, b, hkv, lk, dk, layout, dtype)
     vbuf, v, vs = kv_buffer(rng, b, hkv, lk, dv, layout, dtype)
     out = np.full((b, hq, lq, dv), np.nan, NP_DTYPES[dtype])
-    plan = plan_attention(q.shape, (b, hkv, lk, dk), dv, dtype, causal, scale=scale, k_strides=ks, v_strides=vs)
+    plan = plan_attention(q.shape, (b, hkv, lk, dk), dv, dtype, causal, scale=scale, q_strides=qs, k_strides=ks,
+                          v_strides=vs)
     first = plan["launches"][0]
     if plan["variant"] == "prefill":
-        stats = dispatch(library("attention_prefill"), first, {0: q, 1: kbuf, 2: vbuf, 3: out})
+        stats = dispatch(library("attention_prefill"), first, {0: qbuf, 1: kbuf, 2: vbuf, 3: out})
     elif plan["variant"] == "decode":
-        stats = dispatch(library("attention_decode"), first, {0: q, 1: kbuf, 2: vbuf, 3: out})
+        stats = dispatch(library("attention_decode"), first, {0: qbuf, 1: kbuf, 2: vbuf, 3: out})
     else:
         part_o = np.full(plan["partial_out_elems"], np.nan, np.float32)
         part_ml = np.full(plan["partial_ml_elems"], np.nan, np.float32)
         lib = library("attention_decode")
-        stats = dispatch(lib, first, {0: q, 1: kbuf, 2: vbuf, 3: part_o, 5: part_ml})
+        stats = dispatch(lib, first, {0: qbuf, 1: kbuf, 2: vbuf, 3: part_o, 5: part_ml})
         dispatch(lib, plan["launches"][1], {0: part_o, 1: part_ml, 2: out})
-    want = attention_reference(q, k, v, scale if scale is not None else dk**-0.5, causal)
+    want = ref.attention(q, k, v, scale, causal)
     got = out.astype(np.float64)
     # A convex combination of v rows: float32 math, the output rounded to dtype.
     tol = (2 * EPS[dtype] + 1e-5) * np.abs(v.astype(np.float64)).max()
@@ -68,10 +79,11 @@ def run_attention(b, hq, hkv, lq, lk, dk, dv, dtype, causal, layout="contiguous"
 
 @given(b=st.integers(1, 2), hkv=st.integers(1, 3), g=st.sampled_from([1, 2, 4, 5]), lq=st.integers(1, 12),
        extra=st.integers(0, 70), dims=st.sampled_from(HEAD_DIMS), dtype=st.sampled_from(DTYPE_NAMES),
-       causal=st.booleans(), layout=st.sampled_from(LAYOUTS), seed=st.integers(0, 2**16))
+       causal=st.booleans(), layout=st.sampled_from(LAYOUTS), q_transposed=st.booleans(),
+       seed=st.integers(0, 2**16))
 @settings(max_examples=20)
-def test_attention_matches_reference(b, hkv, g, lq, extra, dims, dtype, causal, layout, seed):
-    run_attention(b, hkv * g, hkv, lq, lq + extra, *dims, dtype, causal, layout, seed)
+def test_attention_matches_reference(b, hkv, g, lq, extra, dims, dtype, causal, layout, q_transposed, seed):
+    run_attention(b, hkv * g, hkv, lq, lq + extra, *dims, dtype, causal, layout, seed, q_transposed=q_transposed)
 
 
 def decode_cases():
@@ -87,7 +99,8 @@ def decode_cases():
 @pytest.mark.parametrize("dtype,dims,g,lq,r,split", decode_cases())
 def test_every_decode_instantiation(dtype, dims, g, lq, r, split):
     lk = 1024 + 37 if split else 45
-    plan, _, _ = run_attention(1, g, 1, lq, lk, *dims, dtype, causal=True, layout="cache", seed=r)
+    plan, _, _ = run_attention(1, g, 1, lq, lk, *dims, dtype, causal=True, layout="cache", seed=r,
+                               q_transposed=split)
     name = "attention_decode_split" if split else "attention_decode"
     assert plan["launches"][0]["kernel"] == f"{name}_{dtype}_{dims[0]}_{dims[1]}_r{r}"
     assert plan["variant"] == ("decode_split" if split else "decode")
@@ -102,7 +115,7 @@ def test_every_prefill_instantiation(dtype, dims):
 @pytest.mark.parametrize("causal", [False, True])
 def test_prefill_causal_chunk_and_scale(causal):
     """Chunked prefill (Lq < Lk, queries are the last Lq keys) with an explicit scale, Dk != Dv."""
-    run_attention(2, 4, 2, 40, 107, 192, 128, "float32", causal, "cache", seed=11, scale=0.3)
+    run_attention(2, 4, 2, 40, 107, 192, 128, "float32", causal, "cache", seed=11, scale=0.3, q_transposed=True)
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)

@@ -36,8 +36,8 @@ bool attention_head_dims_supported(int Dk, int Dv) {
 }
 
 AttentionPlan plan_attention(int B, int Hq, int Hkv, int Lq, int Lk, int Dk, int Dv, ActDtype t, float scale,
-                             bool causal, const std::array<int64_t, 3>& k_strides,
-                             const std::array<int64_t, 3>& v_strides) {
+                             bool causal, const std::array<int64_t, 3>& q_strides,
+                             const std::array<int64_t, 3>& k_strides, const std::array<int64_t, 3>& v_strides) {
   const char* op = "plan_attention";
   if (B < 1 || Hq < 1 || Hkv < 1 || Lq < 1 || Lk < 1) plan_fail(op, "B, Hq, Hkv, Lq and Lk must be positive");
   if (Hq % Hkv != 0) plan_fail(op, "Hq must be a multiple of Hkv");
@@ -45,7 +45,7 @@ AttentionPlan plan_attention(int B, int Hq, int Hkv, int Lq, int Lk, int Dk, int
     plan_fail(op, "no Metal kernel for head dims (Dk, Dv) = (" + std::to_string(Dk) + ", " + std::to_string(Dv) +
                       "); supported: (64,64) (80,80) (96,96) (128,128) (192,128) (256,256) (576,512)");
   for (int i = 0; i < 3; i++)
-    if (k_strides[i] < 0 || v_strides[i] < 0) plan_fail(op, "strides must be non-negative");
+    if (q_strides[i] < 0 || k_strides[i] < 0 || v_strides[i] < 0) plan_fail(op, "strides must be non-negative");
   if (!(scale > 0.0f) || !std::isfinite(scale)) plan_fail(op, "scale must be positive and finite");
   const int G = Hq / Hkv;
   const float scale_log2 = float(double(scale) * 1.4426950408889634);
@@ -61,7 +61,7 @@ AttentionPlan plan_attention(int B, int Hq, int Hkv, int Lq, int Lk, int Dk, int
     // Keys per split, a multiple of the SIMD-groups that share them; the last split may be short.
     int kps = int(ceil_div(ceil_div(Lk, splits), kDecodeSimdgroups)) * kDecodeSimdgroups;
     splits = int(ceil_div(Lk, kps));
-    AttnDecodeArgs a{strides(k_strides), strides(v_strides), B, Hq, Hkv, Lq, Lk, G, causal ? 1 : 0, kps, splits,
+    AttnDecodeArgs a{strides(q_strides), strides(k_strides), strides(v_strides), B, Hq, Hkv, Lq, Lk, G, causal ? 1 : 0, kps, splits,
                      scale_log2};
     Launch L;
     const std::string tag = head_tag(t, Dk, Dv) + "_r" + std::to_string(R);
@@ -93,7 +93,7 @@ AttentionPlan plan_attention(int B, int Hq, int Hkv, int Lq, int Lk, int Dk, int
 
   const int dvt = std::min(Dv, 256);
   const int dv_tiles = Dv / dvt;
-  AttnPrefillArgs a{strides(k_strides), strides(v_strides), B, Hq, Hkv, Lq, Lk, G, causal ? 1 : 0, Dv, dv_tiles,
+  AttnPrefillArgs a{strides(q_strides), strides(k_strides), strides(v_strides), B, Hq, Hkv, Lq, Lk, G, causal ? 1 : 0, Dv, dv_tiles,
                     scale_log2};
   Launch L;
   L.kernel = "attention_prefill_" + head_tag(t, Dk, Dv);

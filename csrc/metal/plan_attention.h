@@ -22,12 +22,12 @@ struct AttentionPlan {
   int64_t partial_ml_elems = 0;
 };
 
-// Strides in elements of k (B, Hkv, Lk, Dk) and v (B, Hkv, Lk, Dv): {batch, head, seq}; the head dim
-// is contiguous. q (B, Hq, Lq, Dk) and the output (B, Hq, Lq, Dv) are contiguous.
+// Strides in elements of q (B, Hq, Lq, Dk), k (B, Hkv, Lk, Dk) and v (B, Hkv, Lk, Dv): {batch, head, seq};
+// the head dim is contiguous. The output (B, Hq, Lq, Dv) is contiguous.
 // Buffers: 0 q, 1 k, 2 v, 3 out, 4 args. Throws std::invalid_argument on unsupported input.
 AttentionPlan plan_attention(int B, int Hq, int Hkv, int Lq, int Lk, int Dk, int Dv, ActDtype t, float scale,
-                             bool causal, const std::array<int64_t, 3>& k_strides,
-                             const std::array<int64_t, 3>& v_strides);
+                             bool causal, const std::array<int64_t, 3>& q_strides,
+                             const std::array<int64_t, 3>& k_strides, const std::array<int64_t, 3>& v_strides);
 
 // Whether a (Dk, Dv) pair has Metal kernels.
 bool attention_head_dims_supported(int Dk, int Dv);
