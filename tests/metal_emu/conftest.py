@@ -47,3 +47,8 @@ def broken():
 @pytest.fixture(scope="session")
 def mlx_style():
     return metal_emu.compile([KERNELS / "mlx_style" / "gemv.metal"], include_dirs=[KERNELS / "mlx_style"])
+
+
+@pytest.fixture(scope="session")
+def shim_lib():
+    return _lib("shim.metal")

@@ -76,3 +76,23 @@ def test_builtins_for_uniform_and_nonuniform_dispatch(misc, grid, tg, mode):
     assert len(rows) == total[0] * total[1] * total[2]
     for (x, y, z), expect in rows.items():
         np.testing.assert_array_equal(out[z, y, x], expect, err_msg=f"thread {(x, y, z)}")
+
+
+@given(n=st.integers(1, 100), seed=st.integers(0, 2**32 - 1))
+@settings(max_examples=10)
+def test_vector_types_swizzles_and_conversions(shim_lib, n, seed):
+    rng = np.random.default_rng(seed)
+    a = (rng.standard_normal((n, 4)) * 3).astype(np.float32)
+    p = rng.standard_normal((n, 3)).astype(np.float32)
+    u = rng.integers(0, 2**32, n, dtype=np.uint64).astype(np.uint32)
+    out = np.zeros((n, 16), np.float32)
+    shim_lib.dispatch("vector_ops", grid=(n,), threadgroup=(32,), buffers={0: a, 1: p, 2: u, 3: out})
+    bits = a.view(np.uint32)
+    expect = np.stack([
+        a[:, 3], a[:, 2], p[:, 0], p[:, 1],  # float4(v.zw, q.xy) then .xy = .yx
+        (a[:, 0].astype(np.float16) * np.float16(2)).astype(np.float32),
+        (a[:, 3].astype(np.float16) * np.float16(2)).astype(np.float32),
+        (bits[:, 0] >> 16) & 0xFF, (bits[:, 3] >> 16) & 0xFF,
+        np.abs(a).sum(1), np.clip(a[:, 0], -1, 1), np.exp(np.minimum(a[:, 1], 10)),
+        (u & 0xFF) + 256.0 * (u >> 24), (a[:, :3] * p).sum(1), np.ones(n), p[:, 2], np.full(n, 28.0)], axis=1)
+    np.testing.assert_allclose(out, expect.astype(np.float32), rtol=1e-5, atol=1e-5)

@@ -197,6 +197,29 @@ using metal::log10; using metal::log2; using metal::max; using metal::min; using
 using metal::powr; using metal::rint; using metal::round; using metal::rsqrt; using metal::saturate; \
 using metal::sign; using metal::sin; using metal::sinh; using metal::sqrt; using metal::tan; \
 using metal::tanh; using metal::trunc; using metal::clamp; using metal::step;
+// Swizzle/packed arguments: convert to vec<T,N> and call the vec overloads.
+#define METAL_EMU_PROXY1(name) \
+  template <class X> requires vec_proxy<X> auto name(const X& x) { return name(to_vec(x)); }
+#define METAL_EMU_PROXY2(name)                                                                  \
+  template <class A, class B> requires(vec_proxy<A> || vec_proxy<B>)                          \
+  auto name(const A& a, const B& b) { return name(to_vec(a), to_vec(b)); }
+#define METAL_EMU_PROXY3(name)                                                                  \
+  template <class A, class B, class C> requires(vec_proxy<A> || vec_proxy<B> || vec_proxy<C>) \
+  auto name(const A& a, const B& b, const C& c) { return name(to_vec(a), to_vec(b), to_vec(c)); }
+METAL_EMU_PROXY1(exp) METAL_EMU_PROXY1(exp2) METAL_EMU_PROXY1(exp10) METAL_EMU_PROXY1(log) METAL_EMU_PROXY1(log2)
+METAL_EMU_PROXY1(log10) METAL_EMU_PROXY1(sqrt) METAL_EMU_PROXY1(rsqrt) METAL_EMU_PROXY1(sin) METAL_EMU_PROXY1(cos)
+METAL_EMU_PROXY1(tan) METAL_EMU_PROXY1(tanh) METAL_EMU_PROXY1(floor) METAL_EMU_PROXY1(ceil) METAL_EMU_PROXY1(round)
+METAL_EMU_PROXY1(rint) METAL_EMU_PROXY1(trunc) METAL_EMU_PROXY1(fract) METAL_EMU_PROXY1(fabs) METAL_EMU_PROXY1(abs)
+METAL_EMU_PROXY1(saturate) METAL_EMU_PROXY1(sign) METAL_EMU_PROXY1(isnan) METAL_EMU_PROXY1(isinf)
+METAL_EMU_PROXY1(isfinite) METAL_EMU_PROXY1(length) METAL_EMU_PROXY1(normalize) METAL_EMU_PROXY1(any)
+METAL_EMU_PROXY1(all)
+METAL_EMU_PROXY2(pow) METAL_EMU_PROXY2(powr) METAL_EMU_PROXY2(fmax) METAL_EMU_PROXY2(fmin) METAL_EMU_PROXY2(max)
+METAL_EMU_PROXY2(min) METAL_EMU_PROXY2(dot) METAL_EMU_PROXY2(fmod) METAL_EMU_PROXY2(step) METAL_EMU_PROXY2(copysign)
+METAL_EMU_PROXY3(clamp) METAL_EMU_PROXY3(fma) METAL_EMU_PROXY3(mix) METAL_EMU_PROXY3(select)
+#undef METAL_EMU_PROXY1
+#undef METAL_EMU_PROXY2
+#undef METAL_EMU_PROXY3
+
 // Divide helpers MSL has in fast:: (divide) and the fast::/precise:: namespaces themselves:
 // both name the same IEEE implementations here.
 inline float divide(float a, float b) { return a / b; }

@@ -141,7 +141,6 @@ template <class T, int N> struct packed_vec : packed_data<T, N> {
   packed_vec(const vec<T, N>& v) { for (int i = 0; i < N; i++) this->e[i] = v[i]; }
   template <class... A> requires(sizeof...(A) == N && (is_scalar_v<A> && ...))
   packed_vec(A... a) : packed_vec(vec<T, N>(a...)) {}
-  operator vec<T, N>() const { vec<T, N> v; for (int i = 0; i < N; i++) v[i] = this->e[i]; return v; }
   T& operator[](int i) { return this->e[i]; }
   const T& operator[](int i) const { return this->e[i]; }
 #define METAL_EMU_PACKED_BIN(op)                                                                   \
@@ -163,6 +162,19 @@ METAL_EMU_VEC_ALIASES(ushort, ushort) METAL_EMU_VEC_ALIASES(char, char)
 METAL_EMU_VEC_ALIASES(uchar, uchar) METAL_EMU_VEC_ALIASES(bool, bool)
 METAL_EMU_VEC_ALIASES(long, long) METAL_EMU_VEC_ALIASES(ulong, ulong)
 #undef METAL_EMU_VEC_ALIASES
+
+// Swizzles and packed vectors are not vec<T,N>, so function templates over vec<T,N> would not
+// deduce them: vec_of_t names the vector type they stand for, and to_vec converts.
+template <class X> struct vec_of { using type = void; };
+template <class T, int N> struct vec_of<vec<T, N>> { using type = vec<T, N>; };
+template <class T, int N> struct vec_of<packed_vec<T, N>> { using type = vec<T, N>; };
+template <class V, class T, int S, int... I> struct vec_of<swz<V, T, S, I...>> { using type = V; };
+template <class X> using vec_of_t = typename vec_of<std::remove_cvref_t<X>>::type;
+template <class X> concept vec_proxy = !std::is_void_v<vec_of_t<X>> && !std::is_same_v<vec_of_t<X>, std::remove_cvref_t<X>>;
+template <class X> auto to_vec(const X& x) {
+  if constexpr (vec_proxy<X>) return vec_of_t<X>(x);
+  else return x;
+}
 
 }  // namespace metal
 
