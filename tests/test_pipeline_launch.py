@@ -104,3 +104,16 @@ def test_launch_prints_exactly_the_single_process_text(demo_path):
     assert (r0.returncode, r1.returncode) == (0, 0), (err0, err1)
     assert out0 == single.stdout and "Paris" in out0  # rank 0's stdout holds only the generated text
     assert "peak RSS" in err0 and "peak RSS" in err1
+
+
+def test_interactive_rank0_answers_each_line(tiny):
+    port = free_port()
+    r1 = launch(1, port, tiny)
+    r0 = subprocess.Popen([sys.executable, "-m", "mlx_tandem", "launch", "--node-rank", "0", "--master-port", str(port),
+                           "--model", tiny, "--interactive", "--max-tokens", "3", "--timeout", "5"],
+                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=SECRET_ENV)
+    out0, err0 = r0.communicate("w1 w2 w3\n\nw4 w5\n", timeout=60)
+    _, err1 = r1.communicate(timeout=30)
+    assert (r0.returncode, r1.returncode) == (0, 0), (err0, err1)
+    assert len(out0.splitlines()) == 2 and err0.count("generation: 3 tokens") == 2  # the empty line is skipped
+    assert "after 6 requests" in err1

@@ -93,8 +93,10 @@ def run_rank0(args, pipe, tokenizer) -> int:
     from ..pipeline.textgen import TextStats, stream_text
 
     sampling = dict(temperature=args.temp, top_p=args.top_p, top_k=args.top_k, seed=args.seed)
+    prompts = _prompts(args)
+    prompt = next(prompts, None)
     try:
-        for prompt in _prompts(args):
+        while prompt is not None:
             stats = TextStats()
             try:
                 for piece in stream_text(pipe, tokenizer, prompt, args.max_tokens, chat=args.chat, stats=stats, **sampling):
@@ -108,12 +110,13 @@ def run_rank0(args, pipe, tokenizer) -> int:
                     raise
                 log(f"rank 0: the pipeline failed ({type(e).__name__}: {e}); waiting for rank 1 to come back")
                 pipe.reconnect(deadline=args.connect_timeout)
-                log("rank 0: rank 1 is back; enter the prompt again")
+                log("rank 0: rank 1 is back; generating that answer again")
                 continue
             sys.stdout.write("\n")
             sys.stdout.flush()
             log(f"rank 0: {stats.summary()}; link {pipe.conn.bytes_sent / 2**10:.0f} KiB sent, "
                 f"{pipe.conn.bytes_received / 2**10:.0f} KiB received")
+            prompt = next(prompts, None)
     finally:
         pipe.close()
     return 0
