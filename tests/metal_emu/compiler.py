@@ -106,6 +106,12 @@ def build(sources: list[Path], include_dirs: list[Path], defines: dict[str, obje
     units = [frontend.rewrite(t) for t in texts]
     if not any(u.kernels for u in units):
         raise CompileError(f"no [[kernel]] functions found in {', '.join(map(str, sources))}")
+    seen: dict[str, Path] = {}
+    for src, unit in zip(sources, units):
+        for host, _, k in codegen.entries(unit):
+            if host in seen:
+                raise CompileError(f"{k.file}:{k.line}: kernel name '{host}' is defined twice ({seen[host]}, {src})")
+            seen[host] = src
     cache_dir().mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f"{key}.", dir=cache_dir()))
     try:

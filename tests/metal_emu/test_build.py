@@ -97,3 +97,11 @@ def test_rewrite_of_mlx_idioms():
 def test_all_emulator_test_kernels_compile():
     for src in KERNELS.glob("*.metal"):
         assert metal_emu.compile([src]).kernels
+
+
+def test_a_kernel_name_defined_twice_is_a_compile_error(tmp_path):
+    for name in ("a", "b"):
+        (tmp_path / f"{name}.metal").write_text(
+            "#include <metal_stdlib>\nkernel void twice(device float* o [[buffer(0)]]) { o[0] = 1.0f; }\n")
+    with pytest.raises(metal_emu.CompileError, match="'twice' is defined twice"):
+        metal_emu.compile([tmp_path / "a.metal", tmp_path / "b.metal"])
