@@ -101,19 +101,21 @@ def test_long_decode_and_prefill(monkeypatch, isa, dtype):
 
 @pytest.mark.parametrize("isa", ISAS)
 @given(lq=st.sampled_from([1, 2, 5, 8, 40]), g=st.sampled_from(GROUPS), dims=st.sampled_from(HEAD_DIMS[:5]),
-       dtype=st.sampled_from(list(DTYPES)), seed=st.integers(0, 2**16))
+       dtype=st.sampled_from(list(DTYPES)), stale_nan=st.booleans(), seed=st.integers(0, 2**16))
 @settings(max_examples=10)
-def test_kv_cache_views_are_read_in_place(monkeypatch, isa, lq, g, dims, dtype, seed):
-    """K/V are cache[:, :, :L, :] views of a bigger buffer whose unused tail holds huge values:
-    any read past L would blow the result up, and no copy of the cache may be made."""
+def test_kv_cache_views_are_read_in_place(monkeypatch, isa, lq, g, dims, dtype, stale_nan, seed):
+    """K/V are cache[:, :, :L, :] views of a bigger buffer whose unused tail holds huge keys and
+    huge or NaN values: any read past L shows in the result, and no copy of the cache is made."""
     monkeypatch.setenv("TANDEM_ISA", isa)
     dk, dv = dims
     rng = np.random.default_rng(seed)
     b, hkv, cap = 2, 2, 640
     length = int(rng.integers(lq, cap - 1))
+    # Huge keys would dominate the softmax if read unmasked; NaN values poison the output
+    # even when multiplied by a zero weight, so a masked read past L shows too.
     huge = 6e4 if dtype == "float16" else 1e30  # finite in the dtype
     kc = np.full((b, hkv, cap, dk), huge, np.float32)
-    vc = np.full((b, hkv, cap, dv), -huge, np.float32)
+    vc = np.full((b, hkv, cap, dv), np.nan if stale_nan else -huge, np.float32)
     kc[:, :, :length] = rounded(rng, (b, hkv, length, dk), dtype)
     vc[:, :, :length] = rounded(rng, (b, hkv, length, dv), dtype)
     q = rounded(rng, (b, g * hkv, lq, dk), dtype)

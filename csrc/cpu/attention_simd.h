@@ -130,7 +130,11 @@ Plan make_plan(const AttentionArgs& a) {
   const int64_t fit = (48 * 1024) / (a.Dk + p.Dvp);
   const int64_t rt = std::clamp<int64_t>(fit / (6 * W) * (6 * W), 2 * W, 12 * W);
   p.decode = p.rows <= W;
-  p.RT = p.decode ? p.rows : std::min(rt, round_up(p.rows, W));
+  // A few query positions against a long cache (decode with a large GQA group,
+  // MLA with absorbed projections): one tile holds every row so each K/V byte
+  // is read once per step; the key split below provides the parallelism.
+  const bool one_tile = a.Lq <= 32 && p.rows * (a.Dk + p.Dvp) * 4 <= (640 << 10);
+  p.RT = p.decode || one_tile ? p.rows : std::min(rt, round_up(p.rows, W));
   p.tiles = ceil_div(p.rows, p.RT);
   p.KB = p.decode ? 256 : 64;
   // Too few units to keep every thread busy (decode): split the keys.
