@@ -33,6 +33,8 @@ CASES = [
      ["out-of-bounds write of 4 bytes at byte offset 256 of buffer 0"]),
     ("huge_threadgroup_array", metal_emu.LimitExceeded, dict(grid=(64,), threadgroup=(64,), buffers={0: f32(64)}),
      ["'big' (36000 bytes)", "32768"]),
+    ("threadgroup_write_past_end", metal_emu.OutOfBounds, dict(grid=(33,), threadgroup=(33,), buffers={0: f32(33)}),
+     ["threadgroup memory written out of bounds: 0 bytes past the end of 'tile' (128 bytes"]),
     ("simdgroup_load_past_end", metal_emu.OutOfBounds,
      dict(grid=(32,), threadgroup=(32,), buffers={0: f32(60), 1: f32(64)}), ["in simdgroup_load"]),
 ]
@@ -105,3 +107,10 @@ def test_stack_overflow_and_wild_pointers_become_exceptions_not_crashes(broken):
     x, y = np.arange(9, dtype=np.float32), f32(8)  # the process and the library are still usable
     broken.dispatch("read_past_end", grid=(8,), threadgroup=(8,), buffers={0: x, 1: y})
     np.testing.assert_array_equal(y, x[1:])
+
+
+def test_threadgroup_memory_argument_too_small_is_caught(collectives):
+    x = np.arange(64, dtype=np.uint32)
+    with pytest.raises(metal_emu.OutOfBounds, match=r"past the end of 'threadgroup\(0\)' \(128 bytes"):
+        collectives.dispatch("block_scan", grid=(64,), threadgroup=(64,), buffers={0: x, 1: x.copy()},
+                             threadgroup_memory={0: 128})

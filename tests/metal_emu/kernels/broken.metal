@@ -78,3 +78,11 @@ using namespace metal;
                                          uint i [[thread_position_in_grid]]) {
   out[i] = scratch[offset];  // BUG: wild_threadgroup_pointer
 }
+
+[[kernel]] void threadgroup_write_past_end(device float* out [[buffer(0)]],
+                                           uint tid [[thread_index_in_threadgroup]]) {
+  threadgroup float tile[32];  // BUG: threadgroup_write_past_end (written by 33 threads)
+  tile[tid] = float(tid);
+  threadgroup_barrier(mem_flags::mem_threadgroup);
+  out[tid] = tile[tid % 32];
+}

@@ -119,20 +119,47 @@ BufferInfo* find_buffer(const void* p) {
   return &w->sink;
 }
 
+// Carve an allocation (16-byte aligned at least) followed by a canary red zone out of the arena.
+static char* tg_carve(Worker* w, size_t size, size_t align, const void* key, const char* name, const char* file,
+                      unsigned line) {
+  if (align < 16) align = 16;
+  size_t off = (w->arena_used + align - 1) & ~(align - 1);
+  w->tgvars[w->ntgvars++] = TgVar{key, w->arena + off, size, name, file, line};
+  memset(w->arena + off + size, kCanary, kRedZone);
+  w->arena_used = off + size + kRedZone;
+  w->tg_bytes += (size + 15) & ~size_t(15);
+  return w->arena + off;
+}
+
 void* tg_static(Lane* L, const void* key, size_t size, size_t align, const char* name, const char* file, unsigned line) {
   Worker* w = L->worker;
   for (int i = 0; i < w->ntgvars; i++)
     if (w->tgvars[i].key == key) return w->tgvars[i].ptr;
-  if (align < 16) align = 16;
-  size_t off = (w->arena_used + align - 1) & ~(align - 1);
-  if (off + size > kMaxThreadgroupMemory)
+  if (w->tg_bytes + size > kMaxThreadgroupMemory)
     lane_failf(L, E_LIMIT,
                "threadgroup memory above the 32768-byte limit: '%s' (%zu bytes) at %s:%u brings the total to %zu bytes",
-               name, size, file, line, off + size);
-  if (w->ntgvars == 64) lane_failf(L, E_LIMIT, "more than 64 threadgroup variables");
-  w->tgvars[w->ntgvars++] = TgVar{key, w->arena + off};
-  w->arena_used = off + size;
-  return w->arena + off;
+               name, size, file, line, w->tg_bytes + size);
+  if (w->ntgvars == 64 + kMaxBuffers) lane_failf(L, E_LIMIT, "more than 64 threadgroup variables");
+  return tg_carve(w, size, align, key, name, file, line);
+}
+
+// After a threadgroup: a red zone that lost its canary means a write past an allocation's end.
+static bool check_red_zones(Worker* w) {
+  for (int i = 0; i < w->ntgvars; i++) {
+    const TgVar& v = w->tgvars[i];
+    for (size_t k = 0; k < kRedZone; k++)
+      if (static_cast<unsigned char>(v.ptr[v.size + k]) != kCanary) {
+        w->failed = 1;
+        w->err_kind = E_OOB;
+        snprintf(w->err_msg, sizeof w->err_msg,
+                 "threadgroup memory written out of bounds: %zu bytes past the end of '%s' (%zu bytes%s%s%s%u) "
+                 "[threadgroup (%u,%u,%u)]",
+                 k, v.name, v.size, v.file ? ", declared at " : "", v.file ? v.file : "", v.file ? ":" : "",
+                 v.file ? v.line : 0u, w->tgid[0], w->tgid[1], w->tgid[2]);
+        return false;
+      }
+  }
+  return true;
 }
 
 void builtin_value(const Lane* L, Builtin b, uint32_t o[3]) {
@@ -247,6 +274,8 @@ static void install_fault_handler() {
   });
 }
 
+constexpr size_t kArenaBytes = 2 * kMaxThreadgroupMemory + (64 + kMaxBuffers) * (kRedZone + 64);
+
 static void lane_main(void* arg) {
   Lane* L = static_cast<Lane*>(arg);
   L->worker->launch->k->entry(L);
@@ -308,16 +337,19 @@ static void run_threadgroup(Worker* w, std::vector<Lane*>& lanes) {
   uint32_t n = w->actual[0] * w->actual[1] * w->actual[2];
   w->nthreads = n;
   w->nsimd = (n + kSimdWidth - 1) / kSimdWidth;
-  memset(w->arena, 0xff, kMaxThreadgroupMemory);  // loud garbage (NaN, -1) for reads before writes
+  memset(w->arena, 0xff, w->arena_used);  // loud garbage (NaN, -1) for reads before writes
   w->arena_used = 0;
+  w->tg_bytes = 0;
   w->ntgvars = 0;
-  for (int b = 0; b < kMaxBuffers; b++) {
-    w->tg_dyn[b] = nullptr;
-    if (d->tg_size[b]) {
-      w->tg_dyn[b] = w->arena + w->arena_used;
-      w->arena_used += (d->tg_size[b] + 15) & ~uint64_t(15);
-    }
-  }
+  static const char* const kDynNames[kMaxBuffers] = {
+      "threadgroup(0)", "threadgroup(1)", "threadgroup(2)", "threadgroup(3)", "threadgroup(4)", "threadgroup(5)",
+      "threadgroup(6)", "threadgroup(7)", "threadgroup(8)", "threadgroup(9)", "threadgroup(10)", "threadgroup(11)",
+      "threadgroup(12)", "threadgroup(13)", "threadgroup(14)", "threadgroup(15)", "threadgroup(16)",
+      "threadgroup(17)", "threadgroup(18)", "threadgroup(19)", "threadgroup(20)", "threadgroup(21)",
+      "threadgroup(22)", "threadgroup(23)", "threadgroup(24)", "threadgroup(25)", "threadgroup(26)",
+      "threadgroup(27)", "threadgroup(28)", "threadgroup(29)", "threadgroup(30)", "threadgroup(31)"};
+  for (int b = 0; b < kMaxBuffers; b++)
+    w->tg_dyn[b] = d->tg_size[b] ? tg_carve(w, d->tg_size[b], 16, nullptr, kDynNames[b], nullptr, 0) : nullptr;
   for (uint32_t s = 0; s < w->nsimd; s++) {
     Group* g = &w->groups[s];
     g->index = int(s);
@@ -361,7 +393,10 @@ static void run_threadgroup(Worker* w, std::vector<Lane*>& lanes) {
     }
     uint32_t done = 0;
     for (uint32_t s = 0; s < w->nsimd; s++) done += uint32_t(w->groups[s].done);
-    if (done == n) return;
+    if (done == n) {
+      check_red_zones(w);
+      return;
+    }
     bool same = done == 0;
     const Site& first = w->groups[0].site[0];
     for (uint32_t s = 0; s < w->nsimd && same; s++)
@@ -439,7 +474,9 @@ API int metal_emu_dispatch(LaunchDesc* d) {
   std::vector<Worker*> workers(static_cast<size_t>(nw));
   for (int i = 0; i < nw; i++) {
     Worker* w = static_cast<Worker*>(calloc(1, sizeof(Worker)));
-    w->arena = static_cast<char*>(aligned_alloc(64, kMaxThreadgroupMemory));
+    // room for 32 KB of allocations plus their alignment and red zones
+    w->arena = static_cast<char*>(aligned_alloc(64, kArenaBytes));
+    w->arena_used = kArenaBytes;  // poison all of it before the first threadgroup
     w->launch = &launch;
     w->regions = region_pool(i);
     for (int b = 0; b < kMaxBuffers; b++) {

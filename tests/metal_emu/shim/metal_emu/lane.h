@@ -59,7 +59,11 @@ struct Group {
   Slot out[kSimdWidth];
 };
 
-struct TgVar { const void* key; char* ptr; };
+// A threadgroup allocation; a red zone of kRedZone canary bytes follows each one, checked when
+// the threadgroup ends, so writes past the end of a threadgroup array are reported.
+struct TgVar { const void* key; char* ptr; size_t size; const char* name; const char* file; unsigned line; };
+constexpr size_t kRedZone = 64;
+constexpr unsigned char kCanary = 0xcb;
 struct Launch;
 struct Worker {
   void* sched_sp;
@@ -67,9 +71,10 @@ struct Worker {
   BufferInfo bufs[kMaxBuffers];
   BufferInfo sink;  // raw pointers that belong to no buffer (program-scope constants)
   char* tg_dyn[kMaxBuffers];
-  char* arena;
-  size_t arena_used;
-  TgVar tgvars[64];
+  char* arena;       // threadgroup memory: allocations and red zones
+  size_t arena_used;  // bytes of the arena in use, red zones included
+  size_t tg_bytes;    // bytes counted against the 32 KB limit
+  TgVar tgvars[64 + kMaxBuffers];  // static variables and [[threadgroup(n)]] blocks
   int ntgvars;
   const Site* resolving;  // set while a lane performs a collective for its SIMD-group
   Lane* running;          // the lane executing now (for the fault handler)
