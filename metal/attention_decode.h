@@ -1,16 +1,16 @@
 // Attention decode for Lq = 1..8 query rows per head (token generation with a KV cache).
-// A threadgroup takes one KV head of one batch entry and up to R query rows of the GQA group that
-// shares it (rows ordered (query head, query position)), so the group reads that KV head once.
-// Its kDecodeSimdgroups SIMD-groups split the keys (key j goes to SIMD-group j % S); lanes own
-// head-dim slices d = lane + 32 i of q, k, v and the output. Per key: simd_sum gives each row's score,
-// then an online softmax update in float32 (exp2 with log2(e) folded into the scale). The SIMD-groups'
-// partial (max, sum, out) are merged through threadgroup memory. The split variant takes one range of
-// keys per threadgroup (grid z) and writes normalised partials that attention_decode_merge combines.
+// A threadgroup takes one KV head of one batch entry and up to S x R query rows of the GQA group that
+// shares it (rows ordered (query head, query position)); each of its S SIMD-groups owns R rows.
+// The threadgroup walks its keys in tiles staged once in threadgroup memory, so the group reads the
+// KV head once; lanes own head-dim slices d = lane + 32 i of q, k, v and the output. Per key and row:
+// simd_sum gives the score, then an online softmax update in float32 (exp2, log2(e) folded into the
+// scale). The split variant takes one range of keys per threadgroup (grid z) and writes normalised
+// partials with their (max, sum) that attention_decode_merge combines.
 #pragma once
 #include "kargs.h"
 #include "utils.h"
 
-// Row r of a KV head's rows (query head g of the group, position lq) -> its index in (B, Hq, Lq): the
+// Row of a KV head's rows (query head g of the group, position lq) -> its index in (B, Hq, Lq): the
 // output row (contiguous, times Dv) and the slot of the split partials.
 METAL_FUNC size_t decode_row_index(constant AttnDecodeArgs& a, int b, int hkv, int row) {
   const int g = row / a.Lq, lq = row % a.Lq;
@@ -23,92 +23,81 @@ METAL_FUNC size_t decode_q_offset(constant AttnDecodeArgs& a, int b, int hkv, in
   return size_t(b) * a.q.batch + size_t(hkv * a.gqa + g) * a.q.head + size_t(lq) * a.q.seq;
 }
 
-// Runs this SIMD-group's share of keys [kbeg, kend) and leaves its partial max, sum and output of
-// every row in threadgroup memory (sm_m, sm_l: [S][R]; sm_o: [S][R][DV]); ends with a barrier.
+// Keys per staged tile (shared with the host plan through kDecodeTileBytes).
+template <typename T, int DK, int DV>
+constexpr int decode_tile_keys() {
+  return kDecodeTileBytes / ((DK + DV) * int(sizeof(T)));
+}
+
+// Runs keys [kbeg, kend) for this SIMD-group's rows [row0, row0 + nrows) (nrows may be 0: the SIMD-group
+// still helps stage tiles). Leaves per row r: o[r * DVPL + i] (unnormalised), m[r], l[r] for this lane.
 template <typename T, int DK, int DV, int R>
-METAL_FUNC void decode_partials(const device T* q, const device T* k, const device T* v, constant AttnDecodeArgs& a,
-                                threadgroup float* sm_m, threadgroup float* sm_l, threadgroup float* sm_o,
-                                int b, int hkv, int row0, int nrows, int kbeg, int kend, ushort sg, ushort lane) {
+METAL_FUNC void decode_rows(const device T* q, const device T* k, const device T* v, constant AttnDecodeArgs& a,
+                            threadgroup T* kt, threadgroup T* vt, int b, int hkv, int tg_row0, int tg_rows,
+                            int row0, int nrows, int kbeg, int kend, ushort tid, ushort nthreads, ushort lane,
+                            thread float* o, thread float* m, thread float* l) {
   constexpr int DKPL = (DK + kSimdWidth - 1) / kSimdWidth, DVPL = (DV + kSimdWidth - 1) / kSimdWidth;
-  float qr[R][DKPL], o[R][DVPL], m[R], l[R];
+  constexpr int BK = decode_tile_keys<T, DK, DV>();
+  float qr[R * DKPL];
   int limit[R];  // row r sees keys j < limit[r] (bottom-right causal)
-  int kmax = kbeg;
   for (int r = 0; r < R; r++) {
     m[r] = kNegInf;
     l[r] = 0.0f;
-    for (int i = 0; i < DVPL; i++) o[r][i] = 0.0f;
+    for (int i = 0; i < DVPL; i++) o[r * DVPL + i] = 0.0f;
     limit[r] = 0;
     if (r < nrows) {
-      const int lq = (row0 + r) % a.Lq;
       const device T* qp = q + decode_q_offset(a, b, hkv, row0 + r);
       for (int i = 0; i < DKPL; i++) {
         const int d = int(lane) + kSimdWidth * i;
-        qr[r][i] = d < DK ? float(qp[d]) * a.scale_log2 : 0.0f;
+        qr[r * DKPL + i] = d < DK ? float(qp[d]) * a.scale_log2 : 0.0f;
       }
-      limit[r] = a.causal ? a.Lk - a.Lq + lq + 1 : a.Lk;
-      kmax = max(kmax, min(kend, limit[r]));
+      limit[r] = a.causal ? a.Lk - a.Lq + (row0 + r) % a.Lq + 1 : a.Lk;
     }
+  }
+  // The last key any row of the threadgroup sees (uniform over the threadgroup; Lq <= 8 positions).
+  if (a.causal) {
+    int max_lq = 0;
+    for (int r = tg_row0; r < tg_row0 + min(tg_rows, a.Lq); r++) max_lq = max(max_lq, r % a.Lq);
+    kend = min(kend, a.Lk - a.Lq + max_lq + 1);
   }
   const device T* kb = k + size_t(b) * a.k.batch + size_t(hkv) * a.k.head;
   const device T* vb = v + size_t(b) * a.v.batch + size_t(hkv) * a.v.head;
-  for (int j = kbeg + int(sg); j < kmax; j += kDecodeSimdgroups) {
-    const device T* kp = kb + size_t(j) * a.k.seq;
-    const device T* vp = vb + size_t(j) * a.v.seq;
-    float kv[DKPL], vv[DVPL];
-    for (int i = 0; i < DKPL; i++) {
-      const int d = int(lane) + kSimdWidth * i;
-      kv[i] = d < DK ? float(kp[d]) : 0.0f;
-    }
-    for (int i = 0; i < DVPL; i++) {
-      const int d = int(lane) + kSimdWidth * i;
-      vv[i] = d < DV ? float(vp[d]) : 0.0f;
-    }
-    for (int r = 0; r < R; r++) {
-      if (r >= nrows) break;  // uniform: nrows is the same for every lane
-      float s = 0.0f;
-      for (int i = 0; i < DKPL; i++) s = fma(qr[r][i], kv[i], s);
-      s = simd_sum(s);
-      if (j < limit[r]) {
-        const float mn = max(m[r], s);
-        const float alpha = exp2(m[r] - mn), p = exp2(s - mn);
-        l[r] = l[r] * alpha + p;
-        for (int i = 0; i < DVPL; i++) o[r][i] = fma(o[r][i], alpha, p * vv[i]);
-        m[r] = mn;
+  for (int t0 = kbeg; t0 < kend; t0 += BK) {
+    const int n = min(BK, kend - t0);
+    for (int i = tid; i < n * DK; i += nthreads) kt[i] = kb[size_t(t0 + i / DK) * a.k.seq + i % DK];
+    for (int i = tid; i < n * DV; i += nthreads) vt[i] = vb[size_t(t0 + i / DV) * a.v.seq + i % DV];
+    threadgroup_barrier(mem_flags::mem_threadgroup);
+    for (int j = 0; j < n; j++) {
+      if (nrows == 0) break;  // uniform within the SIMD-group
+      float kv[DKPL], vv[DVPL];
+      for (int i = 0; i < DKPL; i++) {
+        const int d = int(lane) + kSimdWidth * i;
+        kv[i] = d < DK ? float(kt[j * DK + d]) : 0.0f;
+      }
+      for (int i = 0; i < DVPL; i++) {
+        const int d = int(lane) + kSimdWidth * i;
+        vv[i] = d < DV ? float(vt[j * DV + d]) : 0.0f;
+      }
+      for (int r = 0; r < R; r++) {
+        if (r >= nrows) break;  // uniform: nrows is the same for every lane
+        float s = 0.0f;
+        for (int i = 0; i < DKPL; i++) s = fma(qr[r * DKPL + i], kv[i], s);
+        s = simd_sum(s);
+        if (t0 + j < limit[r]) {
+          const float mn = max(m[r], s);
+          const float alpha = exp2(m[r] - mn), p = exp2(s - mn);
+          l[r] = l[r] * alpha + p;
+          for (int i = 0; i < DVPL; i++) o[r * DVPL + i] = fma(o[r * DVPL + i], alpha, p * vv[i]);
+          m[r] = mn;
+        }
       }
     }
+    threadgroup_barrier(mem_flags::mem_threadgroup);  // the next tile overwrites kt, vt
   }
-  for (int r = 0; r < R; r++) {
-    if (lane == 0) {
-      sm_m[sg * R + r] = m[r];
-      sm_l[sg * R + r] = l[r];
-    }
-    for (int i = 0; i < DVPL; i++) {
-      const int d = int(lane) + kSimdWidth * i;
-      if (d < DV) sm_o[(sg * R + r) * DV + d] = o[r][i];
-    }
-  }
-  threadgroup_barrier(mem_flags::mem_threadgroup);
-}
-
-// Merges the SIMD-groups' partials of row r, column d: returns (output / sum, max, sum); all zero when
-// the row saw no key.
-template <int DV, int R>
-METAL_FUNC float3 decode_combine(threadgroup float* sm_m, threadgroup float* sm_l, threadgroup float* sm_o, int r,
-                                 int d) {
-  float mx = kNegInf;
-  for (int s = 0; s < kDecodeSimdgroups; s++) mx = max(mx, sm_m[s * R + r]);
-  if (mx == kNegInf) return float3(0.0f);
-  float sum = 0.0f, acc = 0.0f;
-  for (int s = 0; s < kDecodeSimdgroups; s++) {
-    const float w = exp2(sm_m[s * R + r] - mx);  // 0 for a SIMD-group that saw no key
-    sum = fma(w, sm_l[s * R + r], sum);
-    acc = fma(w, sm_o[(s * R + r) * DV + d], acc);
-  }
-  return float3(acc / sum, mx, sum);
 }
 
 template <typename T, int DK, int DV, int R>
-[[kernel, max_total_threads_per_threadgroup(kDecodeSimdgroups * 32)]] void attention_decode(
+[[kernel, max_total_threads_per_threadgroup(1024)]] void attention_decode(
     const device T* q [[buffer(0)]],
     const device T* k [[buffer(1)]],
     const device T* v [[buffer(2)]],
@@ -117,21 +106,29 @@ template <typename T, int DK, int DV, int R>
     uint3 tgid [[threadgroup_position_in_grid]],
     ushort tid [[thread_index_in_threadgroup]],
     ushort sg [[simdgroup_index_in_threadgroup]],
+    ushort nsg [[simdgroups_per_threadgroup]],
     ushort lane [[thread_index_in_simdgroup]]) {
-  threadgroup float sm_m[kDecodeSimdgroups * R];
-  threadgroup float sm_l[kDecodeSimdgroups * R];
-  threadgroup float sm_o[kDecodeSimdgroups * R * DV];
-  const int b = int(tgid.y) / a.Hkv, hkv = int(tgid.y) % a.Hkv;
-  const int row0 = int(tgid.x) * R, nrows = min(R, a.gqa * a.Lq - row0);
-  decode_partials<T, DK, DV, R>(q, k, v, a, sm_m, sm_l, sm_o, b, hkv, row0, nrows, 0, a.Lk, sg, lane);
-  for (int idx = tid; idx < nrows * DV; idx += kDecodeSimdgroups * 32) {
-    const int r = idx / DV, d = idx % DV;
-    out[decode_row_index(a, b, hkv, row0 + r) * DV + d] = static_cast<T>(decode_combine<DV, R>(sm_m, sm_l, sm_o, r, d).x);
+  constexpr int DVPL = (DV + kSimdWidth - 1) / kSimdWidth, BK = decode_tile_keys<T, DK, DV>();
+  threadgroup T kt[BK * DK];
+  threadgroup T vt[BK * DV];
+  const int b = int(tgid.y) / a.Hkv, hkv = int(tgid.y) % a.Hkv, rows = a.gqa * a.Lq;
+  const int tg_row0 = int(tgid.x) * nsg * R, row0 = tg_row0 + int(sg) * R;
+  const int nrows = clamp(rows - row0, 0, R);
+  float o[R * DVPL], m[R], l[R];
+  decode_rows<T, DK, DV, R>(q, k, v, a, kt, vt, b, hkv, tg_row0, min(int(nsg) * R, rows - tg_row0), row0, nrows,
+                            0, a.Lk, tid, ushort(nsg * kSimdWidth), lane, o, m, l);
+  for (int r = 0; r < nrows; r++) {
+    const float inv = l[r] > 0.0f ? 1.0f / l[r] : 0.0f;  // a row that saw no key gives 0
+    device T* op = out + decode_row_index(a, b, hkv, row0 + r) * DV;
+    for (int i = 0; i < DVPL; i++) {
+      const int d = int(lane) + kSimdWidth * i;
+      if (d < DV) op[d] = static_cast<T>(o[r * DVPL + i] * inv);
+    }
   }
 }
 
 template <typename T, int DK, int DV, int R>
-[[kernel, max_total_threads_per_threadgroup(kDecodeSimdgroups * 32)]] void attention_decode_split(
+[[kernel, max_total_threads_per_threadgroup(1024)]] void attention_decode_split(
     const device T* q [[buffer(0)]],
     const device T* k [[buffer(1)]],
     const device T* v [[buffer(2)]],
@@ -141,20 +138,26 @@ template <typename T, int DK, int DV, int R>
     uint3 tgid [[threadgroup_position_in_grid]],
     ushort tid [[thread_index_in_threadgroup]],
     ushort sg [[simdgroup_index_in_threadgroup]],
+    ushort nsg [[simdgroups_per_threadgroup]],
     ushort lane [[thread_index_in_simdgroup]]) {
-  threadgroup float sm_m[kDecodeSimdgroups * R];
-  threadgroup float sm_l[kDecodeSimdgroups * R];
-  threadgroup float sm_o[kDecodeSimdgroups * R * DV];
-  const int b = int(tgid.y) / a.Hkv, hkv = int(tgid.y) % a.Hkv, split = int(tgid.z);
-  const int row0 = int(tgid.x) * R, nrows = min(R, a.gqa * a.Lq - row0);
+  constexpr int DVPL = (DV + kSimdWidth - 1) / kSimdWidth, BK = decode_tile_keys<T, DK, DV>();
+  threadgroup T kt[BK * DK];
+  threadgroup T vt[BK * DV];
+  const int b = int(tgid.y) / a.Hkv, hkv = int(tgid.y) % a.Hkv, split = int(tgid.z), rows = a.gqa * a.Lq;
+  const int tg_row0 = int(tgid.x) * nsg * R, row0 = tg_row0 + int(sg) * R;
+  const int nrows = clamp(rows - row0, 0, R);
   const int kbeg = split * a.keys_per_split, kend = min(a.Lk, kbeg + a.keys_per_split);
-  decode_partials<T, DK, DV, R>(q, k, v, a, sm_m, sm_l, sm_o, b, hkv, row0, nrows, kbeg, kend, sg, lane);
-  for (int idx = tid; idx < nrows * DV; idx += kDecodeSimdgroups * 32) {
-    const int r = idx / DV, d = idx % DV;
-    const float3 c = decode_combine<DV, R>(sm_m, sm_l, sm_o, r, d);
+  float o[R * DVPL], m[R], l[R];
+  decode_rows<T, DK, DV, R>(q, k, v, a, kt, vt, b, hkv, tg_row0, min(int(nsg) * R, rows - tg_row0), row0, nrows,
+                            kbeg, kend, tid, ushort(nsg * kSimdWidth), lane, o, m, l);
+  for (int r = 0; r < nrows; r++) {
+    const float inv = l[r] > 0.0f ? 1.0f / l[r] : 0.0f;
     const size_t slot = decode_row_index(a, b, hkv, row0 + r) * a.splits + split;
-    part_o[slot * DV + d] = c.x;
-    if (d == 0) part_ml[slot] = float2(c.y, c.z);
+    for (int i = 0; i < DVPL; i++) {
+      const int d = int(lane) + kSimdWidth * i;
+      if (d < DV) part_o[slot * DV + d] = o[r * DVPL + i] * inv;
+    }
+    if (lane == 0) part_ml[slot] = float2(m[r], l[r]);
   }
 }
 

@@ -11,8 +11,7 @@ namespace {
 
 constexpr int kHeadDims[][2] = {{64, 64}, {80, 80}, {96, 96}, {128, 128}, {192, 128}, {256, 256}, {576, 512}};
 
-// Query rows per decode threadgroup: registers hold R x (Dk + Dv) / 32 floats per lane and threadgroup
-// memory R x Dv partial outputs per SIMD-group, so wide heads take fewer rows.
+// Query rows per decode SIMD-group: registers hold R x (Dk + Dv) / 32 floats per lane.
 int decode_row_cap(int Dv) { return Dv <= 128 ? 8 : Dv <= 256 ? 4 : 2; }
 
 int next_pow2(int x) {
@@ -52,23 +51,28 @@ AttentionPlan plan_attention(int B, int Hq, int Hkv, int Lq, int Lk, int Dk, int
   AttentionPlan P;
 
   if (Lq <= kDecodeMaxRows) {
-    const int R = std::min(decode_row_cap(Dv), next_pow2(G * Lq));
-    const uint32_t rowgroups = ceil_div(G * Lq, R);
+    // R rows per SIMD-group (fewer for wide heads: R x (Dk + Dv) / 32 floats per lane live in registers),
+    // up to kDecodeMaxSimdgroups SIMD-groups, so one threadgroup usually takes the whole GQA group.
+    const int rows = G * Lq;
+    const int R = std::min(decode_row_cap(Dv), next_pow2(int(ceil_div(rows, kDecodeMaxSimdgroups))));
+    const int S = std::min(kDecodeMaxSimdgroups, int(ceil_div(rows, R)));
+    const uint32_t rowgroups = ceil_div(rows, S * R);
     const int64_t tgs = int64_t(rowgroups) * B * Hkv;
     int splits = 1;
     if (Lk >= kSplitMinKeys && tgs < kSplitBusyThreadgroups)
       splits = std::clamp(int(ceil_div(Lk, kSplitTargetKeys)), 2, kMaxSplits);
-    // Keys per split, a multiple of the SIMD-groups that share them; the last split may be short.
-    int kps = int(ceil_div(ceil_div(Lk, splits), kDecodeSimdgroups)) * kDecodeSimdgroups;
+    // Keys per split; the last split may be short.
+    const int kps = int(ceil_div(Lk, splits));
     splits = int(ceil_div(Lk, kps));
-    AttnDecodeArgs a{strides(q_strides), strides(k_strides), strides(v_strides), B, Hq, Hkv, Lq, Lk, G, causal ? 1 : 0, kps, splits,
-                     scale_log2};
+    AttnDecodeArgs a{strides(q_strides), strides(k_strides), strides(v_strides), B, Hq, Hkv, Lq, Lk, G,
+                     causal ? 1 : 0, kps, splits, scale_log2};
     Launch L;
     const std::string tag = head_tag(t, Dk, Dv) + "_r" + std::to_string(R);
     L.kernel = (splits > 1 ? "attention_decode_split_" : "attention_decode_") + tag;
     L.grid = {rowgroups, uint32_t(B * Hkv), uint32_t(splits)};
-    L.threadgroup = {uint32_t(kDecodeSimdgroups * 32), 1, 1};
-    L.threadgroup_memory = uint32_t(kDecodeSimdgroups * R * (Dv + 2) * sizeof(float));
+    L.threadgroup = {uint32_t(S * 32), 1, 1};
+    const int tile_keys = kDecodeTileBytes / ((Dk + Dv) * dtype_size(t));
+    L.threadgroup_memory = uint32_t(tile_keys * (Dk + Dv) * dtype_size(t));
     L.args_index = 4;
     L.args = pack_args(a);
     P.launches.push_back(L);
