@@ -23,7 +23,7 @@ _U64 = ctypes.c_uint64 * MAX_BUFFERS
 
 class _LaunchDesc(ctypes.Structure):  # mirrors metal_emu::LaunchDesc in runtime/runtime.cpp
     _fields_ = [("kernel", ctypes.c_int32), ("mode", ctypes.c_int32), ("grid", ctypes.c_uint32 * 3),
-                ("tg", ctypes.c_uint32 * 3), ("nworkers", ctypes.c_int32), ("pad", ctypes.c_int32),
+                ("tg", ctypes.c_uint32 * 3), ("nworkers", ctypes.c_int32), ("order", ctypes.c_int32),
                 ("buf_ptr", _U64), ("buf_size", _U64), ("buf_bound", _U64), ("tg_size", _U64),
                 ("bytes_read", _U64), ("bytes_written", _U64), ("err_kind", ctypes.c_int32),
                 ("pad2", ctypes.c_int32), ("err_addr", ctypes.c_uint64), ("err_msg", ctypes.c_char * 2048)]
@@ -82,9 +82,12 @@ class Library:
 
     # ---- dispatch ---------------------------------------------------------------------------
     def dispatch(self, kernel: str, grid, threadgroup, buffers=None, threadgroup_memory=None,
-                 function_constants=None, mode: str = "threads", threads: int | None = None) -> DispatchStats:
+                 function_constants=None, mode: str = "threads", threads: int | None = None,
+                 order: str | None = None) -> DispatchStats:
         """Run `kernel` over the grid. mode="threads": grid counts threads (dispatchThreads, edge
-        threadgroups may be partial); mode="threadgroups": grid counts threadgroups."""
+        threadgroups may be partial); mode="threadgroups": grid counts threadgroups.
+        order="reverse" (or METAL_EMU_ORDER=reverse) runs threadgroups, SIMD-groups and lanes last to
+        first: a kernel whose results change with the order is missing a barrier."""
         if kernel not in self.kernels:
             raise ValueError(f"metal_emu.dispatch: unknown kernel '{kernel}'; this library has {sorted(self.kernels)}")
         if mode not in ("threads", "threadgroups"):
@@ -104,6 +107,10 @@ class Library:
         d.kernel, d.mode = self.kernels[kernel], 0 if mode == "threads" else 1
         d.grid[:], d.tg[:] = g, tg
         d.nworkers = threads or int(os.environ.get("METAL_EMU_THREADS", 0)) or os.cpu_count() or 1
+        order = order or os.environ.get("METAL_EMU_ORDER", "forward")
+        if order not in ("forward", "reverse"):
+            raise ValueError(f"metal_emu.dispatch: order must be 'forward' or 'reverse', got {order!r}")
+        d.order = int(order == "reverse")
         keep, copy_back = self._bind_buffers(d, buffers or {})
         total_tg = 0
         for idx, nbytes in (threadgroup_memory or {}).items():

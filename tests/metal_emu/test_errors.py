@@ -114,3 +114,14 @@ def test_threadgroup_memory_argument_too_small_is_caught(collectives):
     with pytest.raises(metal_emu.OutOfBounds, match=r"past the end of 'threadgroup\(0\)' \(128 bytes"):
         collectives.dispatch("block_scan", grid=(64,), threadgroup=(64,), buffers={0: x, 1: x.copy()},
                              threadgroup_memory={0: 128})
+
+
+def test_reverse_order_exposes_a_missing_barrier(broken):
+    x = np.arange(64, dtype=np.float32)
+    expect = np.concatenate([x[:32], x[:32]])
+    out = f32(64)
+    broken.dispatch("missing_barrier", grid=(64,), threadgroup=(64,), buffers={0: x, 1: out})
+    np.testing.assert_array_equal(out, expect)  # first-to-last order hides the bug
+    broken.dispatch("missing_barrier", grid=(64,), threadgroup=(64,), buffers={0: x, 1: out}, order="reverse")
+    assert np.isnan(out[32:]).all()  # last-to-first reads unwritten (poisoned) threadgroup memory
+    np.testing.assert_array_equal(out[:32], x[:32])

@@ -86,3 +86,12 @@ using namespace metal;
   threadgroup_barrier(mem_flags::mem_threadgroup);
   out[tid] = tile[tid % 32];
 }
+
+// Reads what the previous SIMD-group wrote, without a barrier: right in first-to-last order only.
+[[kernel]] void missing_barrier(const device float* x [[buffer(0)]],
+                                device float* out [[buffer(1)]],
+                                uint lid [[thread_index_in_threadgroup]]) {
+  threadgroup float tile[64];
+  tile[lid] = x[lid];
+  out[lid] = lid >= 32 ? tile[lid - 32] : x[lid];  // BUG: missing_barrier
+}

@@ -370,11 +370,16 @@ static void run_threadgroup(Worker* w, std::vector<Lane*>& lanes) {
     L->sp = init_frame(reinterpret_cast<char*>(L), L, lane_main, metal_emu_trampoline);
     lanes[i] = L;
   }
+  // order 1 runs SIMD-groups, and lanes within them, last to first: results that change with the
+  // order reveal missing barriers (hardware runs SIMD-groups concurrently, in no fixed order).
+  const bool reverse = d->order == 1;
   for (;;) {
-    for (uint32_t s = 0; s < w->nsimd; s++) {
+    for (uint32_t step = 0; step < w->nsimd; step++) {
+      const uint32_t s = reverse ? w->nsimd - 1 - step : step;
       Group* g = &w->groups[s];
       while (g->ready > 0) {
-        for (int i = 0; i < g->n; i++) {
+        for (int j = 0; j < g->n; j++) {
+          const int i = reverse ? g->n - 1 - j : j;
           if (g->state[i] != L_READY) continue;
           g->state[i] = L_RUN;
           g->ready--;
@@ -428,6 +433,7 @@ static void worker_loop(Worker* w, std::atomic<uint64_t>* next, std::atomic<int>
   while (!abort_flag->load(std::memory_order_relaxed)) {
     uint64_t t = next->fetch_add(1);
     if (t >= total) break;
+    if (w->launch->d->order == 1) t = total - 1 - t;
     w->tgid[0] = uint32_t(t % ng[0]);
     w->tgid[1] = uint32_t((t / ng[0]) % ng[1]);
     w->tgid[2] = uint32_t(t / (uint64_t(ng[0]) * ng[1]));
