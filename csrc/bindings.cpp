@@ -91,11 +91,12 @@ NB_MODULE(_ext, m) {
 
   m.def(
       "plan_fp8_matmul",
-      [](int M, int N, int K, std::pair<int, int> block_size, mx::Dtype dtype) {
+      [](int M, int N, int K, std::pair<int, int> block_size, mx::Dtype dtype, bool codes_aligned) {
         auto t = act_dtype("plan_fp8_matmul", dtype);
-        return launch_dict(tandem::metal::plan_fp8_matmul(M, N, K, block_size.first, block_size.second, t));
+        return launch_dict(
+            tandem::metal::plan_fp8_matmul(M, N, K, block_size.first, block_size.second, t, codes_aligned));
       },
-      "M"_a, "N"_a, "K"_a, "block_size"_a, "dtype"_a,
+      "M"_a, "N"_a, "K"_a, "block_size"_a, "dtype"_a, "codes_aligned"_a = true,
       "The Metal launch Fp8Matmul's eval_gpu encodes for x (M, K), codes (N, K): kernel, grid, threadgroup, "
       "threadgroup_memory, mode, args (packed kargs), args_index, function_constants.");
   m.def(

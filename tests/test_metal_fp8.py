@@ -8,7 +8,7 @@ from hypothesis import given, settings, strategies as st
 
 import reference as ref
 from fp8_cases import EPS, RAGGED, block_sizes, random_weight
-from metal_kernels import NP_DTYPES, check_resources, dispatch, library, plan_fp8, require_emulator
+from metal_kernels import MX_DTYPES, NP_DTYPES, check_resources, dispatch, library, plan_fp8, require_emulator
 from mlx_tandem import _ext
 
 pytestmark = pytest.mark.usefixtures("emulator")
@@ -122,6 +122,15 @@ def test_gemm_realistic_shape():
 def test_plan_rejects_bad_sizes(args, match):
     with pytest.raises(ValueError, match=match):
         plan_fp8(*args, "float32")
+
+
+def test_unaligned_codes_take_the_byte_load_kernel():
+    """eval_gpu passes codes_aligned=False when the codes start off a 16-byte boundary (a sliced weight)."""
+    assert plan_fp8(1, 64, 256, (128, 128), "float16")["kernel"].endswith("_a16")
+    plan = _ext.plan_fp8_matmul(1, 64, 256, (128, 128), MX_DTYPES["float16"], codes_aligned=False)
+    assert plan["kernel"] == "fp8_gemv_float16_m1_any"
+    plan = _ext.plan_fp8_matmul(40, 64, 256, (128, 128), MX_DTYPES["float16"], codes_aligned=False)
+    assert plan["kernel"] == "fp8_gemm_float16_any"
 
 
 def test_plan_rejects_bad_dtype():
