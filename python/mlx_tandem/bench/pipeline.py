@@ -224,7 +224,7 @@ def worker_echo0(a):
     from ..pipeline.wire import MsgType
 
     L, _, _, path = model_info(a.model)
-    hidden = RANDOM_1B["hidden_size"] if path is None else __import__("json").load(open(os.path.join(path, "config.json")))["hidden_size"]
+    hidden = RANDOM_1B["hidden_size"] if path is None else json.load(open(os.path.join(path, "config.json")))["hidden_size"]
     listener, conn = _accept(a, "bench echo")
     import ml_dtypes
 
@@ -240,6 +240,21 @@ def worker_echo0(a):
     listener.close()
     rtts = rtts[50:]
     return {"rtt_us": [1e6 * float(np.percentile(rtts, q)) for q in (50, 10, 90)]}
+
+
+def decode_frame_bytes(spec):
+    """Exact sizes of one decode step's frames: FORWARD with a (1, 1, H) bf16 activation, RESULT with one id."""
+    import ml_dtypes
+
+    from ..pipeline.messages import Forward, Result, Want
+    from ..pipeline.wire import MsgType, encode_frame
+
+    _, _, _, path = model_info(spec)
+    hidden = RANDOM_1B["hidden_size"] if path is None else json.load(open(os.path.join(path, "config.json")))["hidden_size"]
+    fwd = encode_frame(MsgType.FORWARD, 0, 0, Forward(0, 1, Want.TOKENS, np.zeros((1, 1, hidden), ml_dtypes.bfloat16)).tensors())
+    res = encode_frame(MsgType.RESULT, 0, 0, Result(np.zeros(1, np.int32), np.zeros(0, np.float32),
+                                                     np.zeros((0, 0), np.float32)).tensors())
+    return len(fwd), len(res)
 
 
 def run_worker(a) -> int:
@@ -302,6 +317,7 @@ def main(a) -> int:
         log("bench pipeline: fewer than 2 cores available; both ranks share one core")
     split = choose_split(a.model, a.split)
     L = model_info(a.model)[0]
+    load0 = os.getloadavg()[0]
     log(f"model {a.model}: {L} layers, split at {split}; single process")
     single = _result(_spawn(a, "single", cores[0]))
     log("link round trip (echo rank)")
@@ -312,7 +328,8 @@ def main(a) -> int:
     s_rate = med(single["decode"])
     base2 = med(two["decode"]["1"])
     print(f"model {a.model}: {L} layers split at {split}; one core per rank (TANDEM_NUM_THREADS=1); "
-          f"{a.tokens} tokens per sequence; medians of {a.repeats}, spread = min-max")
+          f"{a.tokens} tokens per sequence; medians of {a.repeats}, spread = min-max; "
+          f"load average {load0:.1f} at the start, {os.getloadavg()[0]:.1f} at the end (on {os.cpu_count()} CPUs)")
     print(f"| {'configuration':34} | {'tokens/s':>9} | {'spread':>13} | {'ms/token':>9} | {'vs 2 ranks x1':>13} | {'bytes/token':>11} |")
     print("|" + "|".join("-" * (w + 2) for w in (34, 9, 13, 9, 13, 11)) + "|")
     print(f"| {'single process (1 core)':34} | {s_rate:9.2f} | {spread(single['decode']):>13} | {1e3 / s_rate:9.1f} | "
@@ -323,6 +340,9 @@ def main(a) -> int:
               f"{r / base2:13.2f} | {two['bytes_per_token'][n]:11.0f} |")
     print(f"| {'linear-scaling ideal (2 x single)':34} | {2 * s_rate:9.2f} | {'':>13} | {500 / s_rate:9.1f} | "
           f"{2 * s_rate / base2:13.2f} | {'':>11} |")
+    fwd, res = decode_frame_bytes(a.model)
+    print(f"decode frames per token: FORWARD {fwd} B + RESULT {res} B = {fwd + res} B on the wire (plus TCP/IP); "
+          f"the bytes/token column is the measured average including the 16-token prompts' frames")
     rtt = echo["rtt_us"]
     print(f"link: token-sized FORWARD + RESULT round trip {rtt[0]:.0f} us (p10 {rtt[1]:.0f}, p90 {rtt[2]:.0f}) = "
           f"{100 * rtt[0] * 1e-6 * base2:.1f}% of a two-rank token ({1e3 / base2:.1f} ms); two ranks x1 vs single "
