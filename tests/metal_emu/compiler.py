@@ -77,21 +77,28 @@ def preprocess(src: Path, include_dirs: list[Path], defines: dict[str, object], 
     return _run(cmd, f"preprocessing {src}")
 
 
-def _runtime_object(tool_hash: str) -> Path:
-    obj = cache_dir() / f"runtime-{tool_hash}.o"
-    if not obj.exists():
-        obj.parent.mkdir(parents=True, exist_ok=True)
-        tmp = obj.with_suffix(f".{os.getpid()}.tmp.o")
-        _run([CXX, *CXXFLAGS, "-isystem", str(SHIM), "-I", str(RUNTIME), "-c", str(RUNTIME / "runtime.cpp"),
-              "-o", str(tmp)], "compiling the emulator runtime")
-        os.replace(tmp, obj)
-    return obj
+RUNTIME_SOURCES = ("registry.cpp", "lane_errors.cpp", "fibers.cpp", "scheduler.cpp")
+
+
+def _runtime_objects(tool_hash: str) -> list[Path]:
+    """The runtime's objects, compiled once per toolchain/shim/runtime version."""
+    objs = []
+    for name in RUNTIME_SOURCES:
+        obj = cache_dir() / f"runtime-{tool_hash}-{Path(name).stem}.o"
+        if not obj.exists():
+            obj.parent.mkdir(parents=True, exist_ok=True)
+            tmp = obj.with_suffix(f".{os.getpid()}.tmp.o")
+            _run([CXX, *CXXFLAGS, "-isystem", str(SHIM), "-I", str(RUNTIME), "-c", str(RUNTIME / name), "-o", str(tmp)],
+                 f"compiling the emulator runtime ({name})")
+            os.replace(tmp, obj)
+        objs.append(obj)
+    return objs
 
 
 def build(sources: list[Path], include_dirs: list[Path], defines: dict[str, object]) -> Path:
     """Path of the compiled library for these sources (built on first use, then cached)."""
     tool_hash = _toolchain_hash()
-    _runtime_object(tool_hash)
+    runtime = _runtime_objects(tool_hash)
     texts = [preprocess(s, include_dirs, defines) for s in sources]
     h = hashlib.sha256(tool_hash.encode())
     for s, t in zip(sources, texts):
@@ -129,7 +136,7 @@ def build(sources: list[Path], include_dirs: list[Path], defines: dict[str, obje
         # Objects split from one unit (and units sharing a header) define the same non-template
         # functions; the copies are identical, so the linker may keep any one.
         dup = ["-Wl,--allow-multiple-definition"] if platform.system() == "Linux" else []
-        _run([CXX, "-shared", "-o", str(work / "kernels.so"), *objs, str(_runtime_object(tool_hash)), *dup,
+        _run([CXX, "-shared", "-o", str(work / "kernels.so"), *objs, *map(str, runtime), *dup,
               "-lpthread", "-lm"], "linking")
         try:
             os.rename(work, final)

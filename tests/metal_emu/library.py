@@ -21,7 +21,7 @@ SHIM_DIR = str(Path(__file__).resolve().parent / "shim")
 _U64 = ctypes.c_uint64 * MAX_BUFFERS
 
 
-class _LaunchDesc(ctypes.Structure):  # mirrors metal_emu::LaunchDesc in runtime/runtime.cpp
+class _LaunchDesc(ctypes.Structure):  # mirrors metal_emu::LaunchDesc in runtime/launch.h
     _fields_ = [("kernel", ctypes.c_int32), ("mode", ctypes.c_int32), ("grid", ctypes.c_uint32 * 3),
                 ("tg", ctypes.c_uint32 * 3), ("nworkers", ctypes.c_int32), ("order", ctypes.c_int32),
                 ("buf_ptr", _U64), ("buf_size", _U64), ("buf_bound", _U64), ("tg_size", _U64),

@@ -30,7 +30,8 @@ def test_aarch64_fibers_barriers_collectives_and_faults_under_qemu(tmp_path):
             srcs.append(tmp_path / f"unit{n}.cpp")
             srcs[-1].write_text(text)
         cmd = [CROSS, *flags, "-isystem", str(compiler.SHIM), "-I", str(compiler.RUNTIME), *map(str, srcs),
-               str(compiler.RUNTIME / "runtime.cpp"), str(selftest), "-static", "-pthread", "-o", str(tmp_path / "t")]
+               *(str(compiler.RUNTIME / n) for n in compiler.RUNTIME_SOURCES), str(selftest), "-static", "-pthread",
+               "-o", str(tmp_path / "t")]
         r = subprocess.run(cmd, capture_output=True, text=True)
         assert r.returncode == 0, r.stderr[-3000:]
         compiler.cache_dir().mkdir(parents=True, exist_ok=True)
