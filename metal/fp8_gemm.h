@@ -73,7 +73,9 @@ template <typename T, bool ALIGNED>
     ushort lane [[thread_index_in_simdgroup]]) {
   threadgroup float xs[kGemmBM * kGemmLd];
   threadgroup float ws[kGemmBN * kGemmLd];
-  const int n0 = int(tgid.x) * kGemmBN, m0 = int(tgid.y) * kGemmBM;
+  // Row tiles of x vary fastest (grid x), so the threadgroups sharing a weight tile run close together
+  // and the weights stream from memory about once.
+  const int m0 = int(tgid.x) * kGemmBM, n0 = int(tgid.y) * kGemmBN;
   const int sm = (sg / 2) * 16, sn = (sg % 2) * 32;  // this SIMD-group's sub-tile
   frag8 acc[2][4];
   for (int i = 0; i < 2; i++)

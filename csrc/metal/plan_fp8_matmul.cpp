@@ -22,7 +22,7 @@ Launch plan_fp8_matmul(int M, int N, int K, int bn, int bk, ActDtype t, bool cod
     L.args = pack_args(Fp8GemvArgs{M, N, K, bn, bk, int(ceil_div(K, bk))});
   } else {
     L.kernel = "fp8_gemm_" + dt + (aligned ? "_a16" : "_any");
-    L.grid = {ceil_div(N, kGemmBN), ceil_div(M, kGemmBM), 1};
+    L.grid = {ceil_div(M, kGemmBM), ceil_div(N, kGemmBN), 1};  // x tiles fastest: weight tiles reused in cache
     L.threadgroup = {uint32_t(kGemmThreads), 1, 1};
     L.threadgroup_memory = uint32_t((kGemmBM + kGemmBN) * (kGemmBK + kGemmPad) * sizeof(float));
     L.args = pack_args(Fp8GemmArgs{M, N, K, bn, bk, int(ceil_div(K, bk))});
