@@ -16,9 +16,9 @@ from mlx_tandem.pipeline.wire import MsgType, decode_frame, encode_frame
 
 
 def forge(*, magic=wire.MAGIC, version=wire.PROTOCOL_VERSION, mtype=MsgType.FORWARD, flags=0, ntens=0,
-          reserved=0, seq=0, step=0, plen=0, pcrc=0, hcrc=None, payload=b""):
+          desc_len=0, seq=0, step=0, plen=0, pcrc=0, hcrc=None, payload=b""):
     """A header with any field set by hand and a correct header checksum unless `hcrc` is given."""
-    head = wire.HEADER.pack(magic, version, mtype, flags, ntens, reserved, seq, step, plen, pcrc, 0)[:-4]
+    head = wire.HEADER.pack(magic, version, mtype, flags, ntens, desc_len, seq, step, plen, pcrc, 0)[:-4]
     return head + struct.pack("<I", zlib.crc32(head) if hcrc is None else hcrc) + payload
 
 
@@ -54,7 +54,10 @@ def test_bfloat16_bits_survive():
     (dict(mtype=0), "unknown message type"),
     (dict(mtype=200), "unknown message type"),
     (dict(flags=0x8), "unknown flag"),
-    (dict(reserved=1), "reserved"),
+    (dict(desc_len=4, plen=4), "descriptor table"),  # a table for no tensors
+    (dict(ntens=1, desc_len=3, plen=64), "descriptor table"),  # shorter than one descriptor
+    (dict(ntens=1, desc_len=wire.MAX_DESC + 1, plen=4096), "descriptor table"),  # longer than any
+    (dict(ntens=2, desc_len=24, plen=10), "descriptor table"),  # longer than the payload
     (dict(ntens=wire.MAX_TENSORS + 1), "tensors announced"),
     (dict(hcrc=12345), "header checksum"),
     (dict(pcrc=7), "checksum set without its flag"),
@@ -67,7 +70,7 @@ def test_forged_header_fields(fields, message):
 @pytest.mark.parametrize("code, dims, plen, message", [
     (99, (4,), None, "unknown dtype code"),
     (0, (4,), None, "unknown dtype code"),
-    (8, (1,) * (wire.MAX_NDIM + 1), None, "ndim"),
+    (8, (1,) * (wire.MAX_NDIM + 1), None, "ndim|descriptor table"),
     (8, (4, 4), 4 + 16 + 63, "payload length"),  # one byte short of 4*4*4
     (8, (4, 4), 4 + 16 + 65, "payload length"),  # one byte too many
     (8, (2**64 - 1,), None, "exceeds"),
@@ -80,13 +83,24 @@ def test_forged_tensor_descriptors(code, dims, plen, message):
     d = desc(code, dims)
     plen = len(d) + 64 if plen is None else plen
     with pytest.raises(ProtocolError, match=message):
-        decode_frame(forge(ntens=1, plen=plen, payload=d + bytes(plen - len(d))))
+        decode_frame(forge(ntens=1, desc_len=len(d), plen=plen, payload=d + bytes(plen - len(d))))
+
+
+@pytest.mark.parametrize("table, ntens, message", [
+    (desc(8, (2,)) + bytes(4), 1, "stray bytes"),
+    (desc(8, (2, 2))[:-8] + bytes(4), 1, "too short for the dimensions"),
+    (desc(8, (2,)) + wire.DESC_HEAD.pack(8, 3, 0), 2, "too short for the dimensions"),
+    (desc(8, (2,)), 2, "too short for 2 tensors"),
+])
+def test_descriptor_table_must_match_exactly(table, ntens, message):
+    with pytest.raises(ProtocolError, match=message):
+        decode_frame(forge(ntens=ntens, desc_len=len(table), plen=len(table) + 64, payload=table + bytes(64)))
 
 
 def test_reserved_descriptor_field():
     d = desc(8, (1,), reserved=3)
     with pytest.raises(ProtocolError, match="reserved descriptor"):
-        decode_frame(forge(ntens=1, plen=len(d) + 4, payload=d + bytes(4)))
+        decode_frame(forge(ntens=1, desc_len=len(d), plen=len(d) + 4, payload=d + bytes(4)))
 
 
 @pytest.mark.parametrize("plen", [2**64 - 1, 2**63, wire.DEFAULT_MAX_PAYLOAD + 1])

@@ -8,19 +8,20 @@ Frame layout (all integers little-endian):
       msg_type     u8   a MsgType
       flags        u16  FLAG_PAYLOAD_CRC only; other bits must be 0
       n_tensors    u16  <= MAX_TENSORS
-      reserved     u16  must be 0
+      desc_len     u16  bytes of the descriptor table, <= n_tensors x (4 + 8 x MAX_NDIM)
       seq          u64  per-direction frame counter, starts at 0, +1 per frame
       step         u64  application step id (which request this frame belongs to)
       payload_len  u64  bytes after the header, <= the receiver's cap
       payload_crc  u32  crc32 of the payload when FLAG_PAYLOAD_CRC, else 0
       header_crc   u32  crc32 of the 40 bytes before it
-    payload: n_tensors times
+    payload: the descriptor table (desc_len bytes), n_tensors times
       descriptor   dtype u8 (DTYPES code), ndim u8 (<= MAX_NDIM), reserved u16 (0), ndim x dim u64
     then the tensors' data, in order, C-contiguous, little-endian.
 
 The parser checks every field before it allocates anything: the header's own checksum, the payload cap,
-every descriptor, and that the descriptors plus prod(shape) x itemsize of each tensor add up to exactly
-payload_len (products are bounded step by step, so a forged 2^64-1 never reaches an allocation).
+the (small, bounded) descriptor table, every descriptor, and that the table plus prod(shape) x itemsize
+of each tensor add up to exactly payload_len (products are bounded step by step, so a forged 2^64-1
+never reaches an allocation). Then the data is read in one piece: three reads per frame.
 Only plain numbers and bytes cross the wire: no pickle, no pointers, no offsets into anyone's memory.
 """
 
@@ -46,6 +47,7 @@ DIM = struct.Struct("<Q")
 MAX_NDIM = 6
 MAX_TENSORS = 8
 MAX_DIM = (1 << 32) - 1  # any single dimension; also bounds the dims of empty tensors
+MAX_DESC = DESC_HEAD.size + DIM.size * MAX_NDIM  # one descriptor at most
 DEFAULT_MAX_PAYLOAD = 256 << 20  # 256 MiB: a 2k-token prefill chunk of a 8k-wide bf16 model is 32 MiB
 FLAG_PAYLOAD_CRC = 0x1
 KNOWN_FLAGS = FLAG_PAYLOAD_CRC
@@ -116,10 +118,12 @@ def encode_frame(
             raise ProtocolError(f"wire: tensor of ndim {t.ndim} (max {MAX_NDIM})")
         descs.append(DESC_HEAD.pack(_dtype_code(t.dtype), t.ndim, 0) + b"".join(DIM.pack(d) for d in t.shape))
         datas.append(np.ascontiguousarray(t).tobytes())
-    payload = b"".join(descs) + b"".join(datas)
+    table = b"".join(descs)
+    payload = table + b"".join(datas)
     flags = FLAG_PAYLOAD_CRC if checksum else 0
     pcrc = zlib.crc32(payload) if checksum else 0
-    head = HEADER.pack(MAGIC, PROTOCOL_VERSION, msg_type, flags, len(tensors), 0, seq, step, len(payload), pcrc, 0)
+    head = HEADER.pack(MAGIC, PROTOCOL_VERSION, msg_type, flags, len(tensors), len(table), seq, step, len(payload),
+                       pcrc, 0)
     head = head[:-4] + struct.pack("<I", zlib.crc32(head[:-4]))
     return head + payload
 
@@ -129,6 +133,7 @@ class _Header:
     msg_type: MsgType
     flags: int
     n_tensors: int
+    desc_len: int
     seq: int
     step: int
     payload_len: int
@@ -139,7 +144,7 @@ def parse_header(buf: bytes, *, max_payload: int = DEFAULT_MAX_PAYLOAD) -> _Head
     """Validate the fixed header; raises ProtocolError/FrameTooLarge naming the bad field."""
     if len(buf) != HEADER_SIZE:
         raise ProtocolError(f"wire: header is {len(buf)} bytes, expected {HEADER_SIZE}")
-    magic, version, mtype, flags, ntens, reserved, seq, step, plen, pcrc, hcrc = HEADER.unpack(buf)
+    magic, version, mtype, flags, ntens, desc_len, seq, step, plen, pcrc, hcrc = HEADER.unpack(buf)
     if magic != MAGIC:
         raise ProtocolError(f"wire: bad magic {magic!r} (expected {MAGIC!r}); not a tandem peer?")
     if zlib.crc32(buf[:-4]) != hcrc:
@@ -152,70 +157,79 @@ def parse_header(buf: bytes, *, max_payload: int = DEFAULT_MAX_PAYLOAD) -> _Head
         raise ProtocolError(f"wire: unknown message type {mtype}") from None
     if flags & ~KNOWN_FLAGS:
         raise ProtocolError(f"wire: unknown flag bits 0x{flags & ~KNOWN_FLAGS:x}")
-    if reserved != 0:
-        raise ProtocolError("wire: reserved header field is not zero")
     if ntens > MAX_TENSORS:
         raise ProtocolError(f"wire: {ntens} tensors announced (max {MAX_TENSORS})")
     if plen > max_payload:
         raise FrameTooLarge(f"wire: payload of {plen} bytes exceeds the cap of {max_payload} bytes ({mtype.name}, step {step})")
+    if not DESC_HEAD.size * ntens <= desc_len <= min(MAX_DESC * ntens, plen):
+        raise ProtocolError(f"wire: descriptor table of {desc_len} bytes is impossible for {ntens} tensors "
+                            f"in a payload of {plen} bytes")
     if not flags & FLAG_PAYLOAD_CRC and pcrc != 0:
         raise ProtocolError("wire: payload checksum set without its flag")
-    return _Header(mtype, flags, ntens, seq, step, plen, pcrc)
+    return _Header(mtype, flags, ntens, desc_len, seq, step, plen, pcrc)
 
 
-def read_frame(readinto: Callable[[memoryview], None], *, max_payload: int = DEFAULT_MAX_PAYLOAD) -> Frame:
-    """Read one frame through `readinto(view)`, which must fill `view` completely or raise.
-
-    Nothing larger than the header, the (bounded) descriptors or the validated payload is ever allocated.
-    """
-    hbuf = bytearray(HEADER_SIZE)
-    readinto(memoryview(hbuf))
-    h = parse_header(bytes(hbuf), max_payload=max_payload)
-    where = f"{h.msg_type.name} (seq {h.seq}, step {h.step})"
-    consumed = 0
-    crc = 0
-    specs = []
-
-    def take(n: int) -> bytes:
-        nonlocal consumed, crc
-        if consumed + n > h.payload_len:
-            raise ProtocolError(f"wire: tensor descriptors overrun the payload length {h.payload_len} in {where}")
-        b = bytearray(n)
-        readinto(memoryview(b))
-        consumed += n
-        crc = zlib.crc32(b, crc)
-        return bytes(b)
-
-    for _ in range(h.n_tensors):
-        code, ndim, reserved = DESC_HEAD.unpack(take(DESC_HEAD.size))
+def parse_descriptors(table: bytes, n_tensors: int, payload_len: int, where: str) -> list[tuple]:
+    """[(dtype, shape, nbytes)] from a descriptor table that must be consumed exactly."""
+    specs, pos = [], 0
+    for _ in range(n_tensors):
+        if pos + DESC_HEAD.size > len(table):
+            raise ProtocolError(f"wire: descriptor table too short for {n_tensors} tensors in {where}")
+        code, ndim, reserved = DESC_HEAD.unpack_from(table, pos)
+        pos += DESC_HEAD.size
         if code not in DTYPES:
             raise ProtocolError(f"wire: unknown dtype code {code} in {where}")
         if ndim > MAX_NDIM:
             raise ProtocolError(f"wire: tensor ndim {ndim} exceeds {MAX_NDIM} in {where}")
         if reserved != 0:
             raise ProtocolError(f"wire: reserved descriptor field is not zero in {where}")
-        dims = struct.unpack(f"<{ndim}Q", take(DIM.size * ndim)) if ndim else ()
+        if pos + DIM.size * ndim > len(table):
+            raise ProtocolError(f"wire: descriptor table too short for the dimensions in {where}")
+        dims = struct.unpack_from(_DIMS[ndim], table, pos)
+        pos += DIM.size * ndim
         if any(d > MAX_DIM for d in dims):
             raise ProtocolError(f"wire: tensor dimension in {dims} exceeds {MAX_DIM} in {where}")
         nbytes = DTYPES[code].itemsize if 0 not in dims else 0
         for d in dims if nbytes else ():  # bounded product: stop as soon as it passes the payload length
             nbytes *= d
-            if nbytes > h.payload_len:
-                raise ProtocolError(f"wire: tensor shape {dims} x {DTYPES[code]} does not fit the payload of {h.payload_len} bytes in {where}")
+            if nbytes > payload_len:
+                raise ProtocolError(f"wire: tensor shape {dims} x {DTYPES[code]} does not fit the payload of "
+                                    f"{payload_len} bytes in {where}")
         specs.append((DTYPES[code], dims, nbytes))
+    if pos != len(table):
+        raise ProtocolError(f"wire: {len(table) - pos} stray bytes after the descriptors in {where}")
+    return specs
+
+
+_DIMS = [f"<{n}Q" for n in range(MAX_NDIM + 1)]
+
+
+def read_frame(readinto: Callable[[memoryview], None], *, max_payload: int = DEFAULT_MAX_PAYLOAD) -> Frame:
+    """Read one frame through `readinto(view)`, which must fill `view` completely or raise.
+
+    Nothing larger than the header, the (bounded) descriptor table or the validated data is ever allocated.
+    """
+    hbuf = bytearray(HEADER_SIZE)
+    readinto(memoryview(hbuf))
+    h = parse_header(bytes(hbuf), max_payload=max_payload)
+    where = f"{h.msg_type.name} (seq {h.seq}, step {h.step})"
+    table = bytearray(h.desc_len)
+    if h.desc_len:
+        readinto(memoryview(table))
+    specs = parse_descriptors(table, h.n_tensors, h.payload_len, where)
     data_len = sum(n for _, _, n in specs)
-    if consumed + data_len != h.payload_len:
+    if h.desc_len + data_len != h.payload_len:
         raise ProtocolError(
-            f"wire: payload length {h.payload_len} != descriptors {consumed} + tensor data {data_len} bytes in {where}")
-    arrays = []
-    for dt, dims, n in specs:
-        buf = bytearray(n)
-        if n:
-            readinto(memoryview(buf))
-            crc = zlib.crc32(buf, crc)
-        arrays.append(np.frombuffer(buf, dtype=dt).reshape(dims))
-    if h.flags & FLAG_PAYLOAD_CRC and crc != h.payload_crc:
+            f"wire: payload length {h.payload_len} != descriptors {h.desc_len} + tensor data {data_len} bytes in {where}")
+    data = bytearray(data_len)
+    if data_len:
+        readinto(memoryview(data))
+    if h.flags & FLAG_PAYLOAD_CRC and zlib.crc32(data, zlib.crc32(table)) != h.payload_crc:
         raise ProtocolError(f"wire: payload checksum mismatch in {where}")
+    arrays, pos = [], 0
+    for dt, dims, n in specs:
+        arrays.append(np.frombuffer(data, dtype=dt, count=n // dt.itemsize, offset=pos).reshape(dims))
+        pos += n
     return Frame(h.msg_type, h.seq, h.step, tuple(arrays), h.flags)
 
 
