@@ -2,7 +2,7 @@
 by the Metal-on-CPU emulator, and the bandwidth-bound times and tokens/s they imply on an M2 Ultra
 (800 GB/s) and an M3 Ultra (819 GB/s). Estimates, not measurements: nothing here ran on Apple hardware.
 
-    python tests/metal_paper.py            # prints the markdown table (about a minute on 2 cores)
+    python tests/metal_paper.py            # prints the markdown tables (a few minutes on 2 cores)
 
 Weight matrices run with the first NR rows only (every row group of a matrix moves the same bytes, so
 counts scale exactly by N / NR); attention runs at full size. "DRAM" assumes the GPU caches the shared
@@ -19,6 +19,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 import metal_kernels as mk  # noqa: E402
 
 BW = {"M2 Ultra": 800e9, "M3 Ultra": 819e9}
+FLOPS_M2_ULTRA = 27e12  # fp16 figure; Apple GPUs run fp32 FMA (our simdgroup MMA accumulates in fp32) at the same rate
 NR = 256  # weight rows actually run (a multiple of the 128-row scale blocks)
 
 LLAMA70B = dict(layers=80, linears={"q_proj": (8192, 8192), "k_proj": (1024, 8192), "v_proj": (1024, 8192),
@@ -48,6 +49,21 @@ def gemv_bytes(n, k, m=1, dtype="bfloat16", block=(128, 128)):
     full_scales = -(-n // block[0]) * -(-k // block[1]) * 4
     dram = f * (st.bytes_read[1] + st.bytes_written[3]) + full_scales + x.nbytes
     return issued, dram
+
+
+def gemm_prefill(n, k, m, dtype="bfloat16", block=(128, 128)):
+    """(issued codes bytes per weight byte, DRAM bytes, FLOPs) of the GEMM at m rows, from one 64-row weight
+    tile run in the emulator (every weight tile sees the same traffic)."""
+    nr = 64
+    codes = np.zeros((nr, k), np.uint8)
+    scales = np.ones((1, -(-k // block[1])), np.float32)
+    x = np.zeros((m, k), mk.NP_DTYPES[dtype])
+    y = np.zeros((m, nr), mk.NP_DTYPES[dtype])
+    plan = mk.plan_fp8(m, nr, k, block, dtype)
+    st = mk.dispatch(mk.library("fp8_gemm"), plan, {0: x, 1: codes, 2: scales, 3: y})
+    reread = st.bytes_read[1] / codes.nbytes  # once per row tile of x; served from cache when tiles run together
+    dram = n * k + -(-n // block[0]) * -(-k // block[1]) * 4 + x.nbytes + m * n * x.itemsize
+    return reread, dram, 2.0 * m * n * k
 
 
 def attention_bytes(hq, hkv, dk, dv, lk, dtype="bfloat16", shared_latent=False):
@@ -122,6 +138,23 @@ def main():
         print(f"| {label} | {b / 1e9:.1f} | {cols[0]} | {cols[1]} |")
 
 
+def prefill_table(m=512):
+    print()
+    print(f"| Llama-3-70B prefill, {m} tokens, one layer | codes re-read (issued) | GFLOP | DRAM MB |"
+          " M2 Ultra ms, FLOP-bound | M2 Ultra ms, bandwidth-bound |")
+    print("|---|---:|---:|---:|---:|---:|")
+    tot_f = tot_b = 0.0
+    for name, (n, k) in LLAMA70B["linears"].items():
+        reread, dram, flops = gemm_prefill(n, k, m)
+        tot_f, tot_b = tot_f + flops, tot_b + dram
+        print(f"| fp8_gemm {name} {n}x{k} | x{reread:.0f} | {flops / 1e9:.0f} | {dram / 1e6:.1f} | "
+              f"{flops / FLOPS_M2_ULTRA * 1e3:.2f} | {dram / BW['M2 Ultra'] * 1e3:.2f} |")
+    t = max(tot_f / FLOPS_M2_ULTRA, tot_b / BW["M2 Ultra"]) * LLAMA70B["layers"]
+    print(f"| all linears x 80 layers | | {tot_f * 80 / 1e12:.1f} TFLOP | {tot_b * 80 / 1e9:.1f} GB | "
+          f"{tot_f * 80 / FLOPS_M2_ULTRA * 1e3:.0f} | {tot_b * 80 / BW['M2 Ultra'] * 1e3:.0f} |")
+    print(f"\nPrefill bound: {t:.2f} s for {m} tokens ({m / t:.0f} tokens/s) at 100% of the M2 Ultra's FLOPs.")
+
+
 if __name__ == "__main__":
-    mk.require_emulator = lambda: None
     main()
+    prefill_table()
