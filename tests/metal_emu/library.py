@@ -17,7 +17,6 @@ from .errors import BarrierDivergence, EmulationError, LimitExceeded, OutOfBound
 MAX_BUFFERS = 32
 MAX_THREADS = 1024
 MAX_THREADGROUP_MEMORY = 32768
-SHIM_DIR = str(Path(__file__).resolve().parent / "shim")
 _U64 = ctypes.c_uint64 * MAX_BUFFERS
 
 
@@ -196,6 +195,6 @@ class Library:
         lines = r.stdout.splitlines()
         for loc in lines[1::2]:
             m = re.match(r"(.*):(\d+)", loc)
-            if m and not m.group(1).startswith(SHIM_DIR) and m.group(1) != "??":
+            if m and "/metal_emu/shim/" not in m.group(1) and m.group(1) != "??":
                 return f"{m.group(1)}:{m.group(2)}"
         return None
