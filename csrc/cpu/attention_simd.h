@@ -97,12 +97,6 @@ void store_row(const float* src, float mul, int64_t n, T* dst) {
   for (; i < n; ++i) from_f32(src[i] * mul, dst + i);
 }
 
-// Asks for `bytes` bytes at p to be brought towards L2.
-inline void prefetch_bytes(const void* p, int64_t bytes) {
-  const char* c = static_cast<const char*>(p);
-  for (int64_t i = 0; i < bytes; i += 64) __builtin_prefetch(c + i, 0, 2);
-}
-
 // How the problem is cut into tasks.
 struct Plan {
   int64_t G;       // query heads per KV head
@@ -137,8 +131,9 @@ Plan make_plan(const AttentionArgs& a) {
   p.RT = p.decode || one_tile ? p.rows : std::min(rt, round_up(p.rows, W));
   p.tiles = ceil_div(p.rows, p.RT);
   p.KB = p.decode ? 256 : 64;
-  // Too few units to keep every thread busy (decode): split the keys.
-  const int64_t units = p.BH * p.tiles, want = 4 * num_threads();
+  // Too few units to keep every thread busy (decode): split the keys. Several
+  // tasks per thread keep the tail short when a thread is slowed down.
+  const int64_t units = p.BH * p.tiles, want = 8 * num_threads();
   p.nsplit = 1;
   if (units < want) p.nsplit = std::clamp<int64_t>(ceil_div(want, units), 1, a.Lk / (4 * p.KB));
   p.nsplit = std::max<int64_t>(p.nsplit, 1);
@@ -213,8 +208,7 @@ void softmax_block(const TileState& t, int64_t n) {
 // Decode visits the block in chunks of keys so the V rows a chunk touches
 // stay in L1 while every column panel passes over them.
 template <class S, class TV>
-void pv_block(const TileState& t, int64_t n, const TV* v, int64_t ldv, int64_t n_next = 0,
-              int64_t row_bytes = 0) {
+void pv_block(const TileState& t, int64_t n, const TV* v, int64_t ldv) {
   constexpr int W = S::W;
   const int64_t nv = t.Dvp / W;
   if (t.Rp > W) return gemm_block<S, 6, 2, true>(t.R, nv, n, t.st, t.Rp, v, ldv, t.o, t.Dvp, true);
@@ -229,8 +223,6 @@ void pv_block(const TileState& t, int64_t n, const TV* v, int64_t ldv, int64_t n
       gemm_block<S, 4, 3, true>(t.R, nv, nj, p, t.Rp, vj, ldv, t.o, t.Dvp, true);
     else
       gemm_block<S, 2, 6, true>(t.R, nv, nj, p, t.Rp, vj, ldv, t.o, t.Dvp, true);
-    for (int64_t i = j * n_next / n; i < (j + nj) * n_next / n; ++i)
-      prefetch_bytes(v + (n + i) * ldv, row_bytes);
   }
 }
 
@@ -309,7 +301,7 @@ class TaskRunner {
       // O += P V, V read as stored when rows are whole vectors; widened once
       // per block for prefill with float16/bfloat16 (reused by every row panel).
       if (Dv == p.Dvp && (p.decode || std::is_same_v<T, float>)) {
-        pv_block<S>(t, n, vb, a.vs[2], std::min(KB, k_hi - kb0 - n), Dv * static_cast<int64_t>(sizeof(T)));
+        pv_block<S>(t, n, vb, a.vs[2]);
       } else {
         float* vbuf = w.v.get(KB * p.Dvp);
         for (int64_t j = 0; j < n; ++j) load_row<S>(vb + j * a.vs[2], Dv, p.Dvp, vbuf + j * p.Dvp);
@@ -340,9 +332,9 @@ class TaskRunner {
   }
 
   // Decode: S^T rows by dot products, K read as stored (widened to a small
-  // buffer only when Dk is not a whole number of vectors). The next block
-  // (n_next keys) is prefetched chunk by chunk while this one is computed, so
-  // memory streams under the FMAs.
+  // buffer only when Dk is not a whole number of vectors). While a block is
+  // computed, the dot loop fetches the K and V rows of the next block (n_next
+  // keys), so memory streams under the FMAs.
   void decode_scores(Work& w, const TileState& t, const float* q, const T* k, const T* v,
                      int64_t n, int64_t n_next) const {
     const int64_t Dk = a_.Dk, Dkp = p_.Dkp, ldk = a_.ks[2], ldv = a_.vs[2], chunk = 16;
@@ -350,18 +342,25 @@ class TaskRunner {
     float* kbuf = k_direct ? nullptr : w.k.get(chunk * Dkp);
     for (int64_t j = 0; j < n; j += chunk) {
       const int64_t nj = std::min(chunk, n - j);
+      Prefetch pf;
+      if (j + nj <= n_next) {
+        pf.k = reinterpret_cast<const char*>(k + (n + j) * ldk);
+        pf.v = reinterpret_cast<const char*>(v + (n + j) * ldv);
+        pf.ldk = ldk * static_cast<int64_t>(sizeof(T));
+        pf.ldv = ldv * static_cast<int64_t>(sizeof(T));
+        pf.v_bytes = a_.Dv * static_cast<int64_t>(sizeof(T));
+      }
       if (!k_direct)
         for (int64_t i = 0; i < nj; ++i) load_row<S>(k + (j + i) * ldk, Dk, Dkp, kbuf + i * Dkp);
       for (int64_t r = 0; r < t.R; r += 8) {
         const int mr = static_cast<int>(std::min<int64_t>(8, t.R - r));
         float* c = t.st + j * t.Rp + r;
+        const Prefetch& p = r == 0 ? pf : Prefetch{};
         if (k_direct)
-          dot_rows<S>(mr, nj, Dkp, q + r * Dkp, Dkp, k + j * ldk, ldk, c, t.Rp);
+          dot_rows<S>(mr, nj, Dkp, q + r * Dkp, Dkp, k + j * ldk, ldk, c, t.Rp, p);
         else
-          dot_rows<S>(mr, nj, Dkp, q + r * Dkp, Dkp, static_cast<const float*>(kbuf), Dkp, c, t.Rp);
+          dot_rows<S>(mr, nj, Dkp, q + r * Dkp, Dkp, static_cast<const float*>(kbuf), Dkp, c, t.Rp, p);
       }
-      for (int64_t i = j * n_next / n; i < (j + nj) * n_next / n; ++i)
-        prefetch_bytes(k + (n + i) * ldk, Dk * static_cast<int64_t>(sizeof(T)));
     }
   }
 

@@ -15,6 +15,7 @@ DECODE_LENGTHS = [4096, 16384, 32768]
 PREFILL_LENGTHS = [2048, 8192]
 QUICK_DECODE, QUICK_PREFILL = [4096, 16384], [1024]
 MLX_PREFILL_MAX = 2048
+COLD_BYTES = 96 << 20  # > the 32 MiB L3 here: decode steps rotate over this many bytes of caches
 DTYPES = {"float16": mx.float16, "bfloat16": mx.bfloat16, "float32": mx.float32}
 
 
@@ -35,22 +36,33 @@ def _row(case, what, med, lo, hi, rate, verdict):
 
 
 def bench_decode(geom, lk, dtype, reps, bw, with_mlx):
-    """One decode step (Lq=1) over a KV cache view [:, :, :lk] of a larger buffer."""
+    """One decode step (Lq=1) over KV cache views [:, :, :lk] of larger buffers. Like the layers
+    of a model, successive calls use different caches (more bytes than the last-level cache), so
+    every step streams K and V from memory."""
     name, hq, hkv, dk, dv = geom
     cap = lk + 256  # the cache has room to grow: K/V are strided views, as in generation
-    kc = mx.random.normal((1, hkv, cap, dk)).astype(dtype)
-    vc = mx.random.normal((1, hkv, cap, dv)).astype(dtype)
+    nbytes = hkv * lk * (dk + dv) * mx.zeros((), dtype).itemsize
+    layers = []
+    for _ in range(max(2, -(-COLD_BYTES // nbytes))):
+        kc = mx.random.normal((1, hkv, cap, dk)).astype(dtype)
+        vc = mx.random.normal((1, hkv, cap, dv)).astype(dtype)
+        mx.eval(kc, vc)
+        layers.append((kc[:, :, :lk, :], vc[:, :, :lk, :]))
     q = mx.random.normal((1, hq, 1, dk)).astype(dtype)
-    mx.eval(kc, vc, q)
-    k, v = kc[:, :, :lk, :], vc[:, :, :lk, :]
-    nbytes = (k.size + v.size) * k.itemsize
+    mx.eval(q)
+    step = iter(range(1 << 30))
+
+    def run(fn):
+        k, v = layers[next(step) % len(layers)]
+        mx.eval(fn(q, k, v))
+
     case = f"{name} decode Lk={lk}"
-    med, lo, hi = measure(lambda: mx.eval(tdm.fused_attention(q, k, v)), reps=reps)
+    med, lo, hi = measure(lambda: run(tdm.fused_attention), reps=reps)
     rows = [_row(case, "tandem fused_attention", med, lo, hi, f"{nbytes / med / 1e9:.1f} GB/s",
                  f"{nbytes / med / bw:.0%} of bandwidth")]
     summary = [(f"decode {name} Lk={lk}", nbytes / med / bw, 0.7)]
     if with_mlx:
-        m_med, m_lo, m_hi = measure(lambda: mx.eval(_sdpa(q, k, v, False)), reps=max(3, reps // 2))
+        m_med, m_lo, m_hi = measure(lambda: run(lambda q, k, v: _sdpa(q, k, v, False)), reps=max(3, reps // 2))
         rows.append(_row(case, "mx.fast sdpa (cpu)", m_med, m_lo, m_hi, f"{nbytes / m_med / 1e9:.1f} GB/s",
                          f"tandem {m_med / med:.1f}x faster"))
     return rows, summary
