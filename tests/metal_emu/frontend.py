@@ -144,7 +144,7 @@ class _Rewriter:
         self.out[a] = new + "\n" * nl
 
     def match_close(self, i: int) -> int:
-        """Index of the bracket closing the one at i ((, [, {, < or [[)."""
+        """Index of the bracket closing the one at i: (, [, { or a template <."""
         pairs = {"(": ")", "[": "]", "{": "}", "<": ">"}
         o = self.text(i)
         c, depth, k = pairs[o], 0, i
@@ -174,15 +174,13 @@ class _Rewriter:
         stmt_start = 0
         while i < n:
             tok = self.t[i]
-            if not tok.user or tok.kind in ("ws", "marker", "directive"):
-                if tok.user and tok.kind == "directive" and tok.text.lstrip().startswith("#pragma"):
-                    pass
+            if not tok.user or tok.kind in ("ws", "marker", "directive"):  # #pragma lines pass through
                 i += 1
                 continue
             s = tok.text
             if s == "{":
-                kind = self.classify_brace(stmt_start, i)[0]
-                if (self.text(self.prev(i)) == ")" or kind == "class") and all(k == "ns" for k, _ in self.braces):
+                brace = self.classify_brace(stmt_start, i)
+                if (self.text(self.prev(i)) == ")" or brace[0] == "class") and all(k == "ns" for k, _ in self.braces):
                     # functions and class (template specialisations) at namespace scope
                     key = self.signature_key(stmt_start, i)
                     if key in self.signatures[-1]:  # an address-space twin, now identical: drop it
@@ -191,7 +189,7 @@ class _Rewriter:
                         i = stmt_start = end + 1
                         continue
                     self.signatures[-1].add(key)
-                self.braces.append(self.classify_brace(stmt_start, i))
+                self.braces.append(brace)
                 self.signatures.append(set())
                 stmt_start = i + 1
             elif s == "}":
