@@ -16,6 +16,10 @@ from ._ext import (  # noqa: E402
 
 __version__ = "0.1.0"
 
+# Bound after the submodule import on purpose: `generate` is both a module and its main function.
+from .generate import generate, load, stream_generate  # noqa: E402
+from .pipeline import Pipeline  # noqa: E402
+
 __all__ = [
     "quantize_fp8",
     "dequantize_fp8",
@@ -23,6 +27,10 @@ __all__ = [
     "to_fp8",
     "from_fp8",
     "fused_attention",
+    "load",
+    "generate",
+    "stream_generate",
+    "Pipeline",
     "cpu_isa",
     "cpu_detected_isa",
     "num_threads",
