@@ -46,9 +46,9 @@ METAL_FUNC void frag_load_t(thread frag8& m, P src, int ld, int rows, int cols, 
 
 // Stores (r, c) for r < rows, c < cols into dst[r * ld + c] as U.
 template <typename U, typename P>
-METAL_FUNC void frag_store(thread const frag8& m, P dst, int ld, int rows, int cols, ushort lane) {
+METAL_FUNC void frag_store(thread frag8& m, P dst, int ld, int rows, int cols, ushort lane) {
   short2 rc = frag_coord(lane);
-  thread const auto& e = m.thread_elements();
+  thread auto& e = m.thread_elements();
   if (rc.y < rows) {
     if (rc.x < cols) dst[rc.y * ld + rc.x] = static_cast<U>(e[0]);
     if (rc.x + 1 < cols) dst[rc.y * ld + rc.x + 1] = static_cast<U>(e[1]);
