@@ -4,7 +4,9 @@
 
 using namespace metal;
 
+#ifndef METAL_FUNC
 #define METAL_FUNC inline __attribute__((always_inline))
+#endif
 
 // One instantiation line per kernel variant; the host name encodes dtype and shape parameters.
 #define instantiate_kernel(name, func, ...) \
