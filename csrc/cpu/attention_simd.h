@@ -134,9 +134,7 @@ Plan make_plan(const AttentionArgs& a) {
   // Too few units to keep every thread busy (decode): split the keys. Several
   // tasks per thread keep the tail short when a thread is slowed down.
   const int64_t units = p.BH * p.tiles, want = 8 * num_threads();
-  p.nsplit = 1;
-  if (units < want) p.nsplit = std::clamp<int64_t>(ceil_div(want, units), 1, a.Lk / (4 * p.KB));
-  p.nsplit = std::max<int64_t>(p.nsplit, 1);
+  p.nsplit = units < want ? std::max<int64_t>(1, std::min(ceil_div(want, units), a.Lk / (4 * p.KB))) : 1;
   return p;
 }
 
@@ -152,16 +150,18 @@ struct TileState {
   float *st, *o, *m, *l, *alpha, *qpos;
 };
 
-// Sets scores of keys [kb0 + j] past each row's position to -inf.
+// Sets the scores of keys kb0 + j past each row's own position to -inf;
+// keys before first_masked are visible to every row of the tile.
 template <class S>
-void mask_block(const TileState& t, int64_t kb0, int64_t n, int64_t first_visible_end) {
+void mask_block(const TileState& t, int64_t kb0, int64_t n, int64_t first_masked) {
   using V = typename S::V;
   constexpr int W = S::W;
   const V neg_inf = S::set1(kNegInf);
-  for (int64_t j = std::max<int64_t>(0, first_visible_end - kb0); j < n; ++j) {
+  for (int64_t j = std::max<int64_t>(0, first_masked - kb0); j < n; ++j) {
     const V kp = S::set1(static_cast<float>(kb0 + j));
     float* s = t.st + j * t.Rp;
-    for (int64_t c = 0; c < t.Rp; c += W) S::store(s + c, S::select_gt(kp, S::load(t.qpos + c), neg_inf, S::load(s + c)));
+    for (int64_t c = 0; c < t.Rp; c += W)
+      S::store(s + c, S::select_gt(kp, S::load(t.qpos + c), neg_inf, S::load(s + c)));
   }
 }
 
@@ -202,11 +202,10 @@ void softmax_block(const TileState& t, int64_t n) {
   }
 }
 
-// O (R x Dvp) += P V for one block, V rows typed as stored. The row panel
-// shrinks with the number of rows and the column panel widens, keeping about
-// 8-12 accumulators.
-// Decode visits the block in chunks of keys so the V rows a chunk touches
-// stay in L1 while every column panel passes over them.
+// O (R x Dvp) += P V for one block, V rows typed as stored. For decode the
+// row panel shrinks with the number of rows and the column panel widens
+// (8-12 accumulators), and the block is visited in chunks of keys so the V
+// rows a chunk touches stay in L1 while every column panel passes over them.
 template <class S, class TV>
 void pv_block(const TileState& t, int64_t n, const TV* v, int64_t ldv) {
   constexpr int W = S::W;
