@@ -31,7 +31,7 @@ def main(args) -> int:
         out = convert(args.model, args.out, block_size=block, quantize_head=not args.keep_head_bf16,
                       dtype=args.dtype)
     except (ValueError, FileNotFoundError) as e:
-        print(f"tandem convert: {e}", file=sys.stderr)
+        print(f"error: {e}", file=sys.stderr)
         return 1
     print(f"wrote {out} in {time.perf_counter() - t:.1f} s", file=sys.stderr)
     return 0

@@ -20,6 +20,8 @@ def add_arguments(parser):
     parser.add_argument("--chat", action="store_true", help="wrap the prompt in the model's chat template")
     parser.add_argument("--dtype", default=None, choices=["bfloat16", "float16", "float32"],
                         help="activation dtype (default: the checkpoint's)")
+    parser.add_argument("--head", default="auto", choices=["auto", "fp8", "float"],
+                        help="LM head: as stored in the checkpoint (auto), quantized to FP8, or float")
 
 
 def resolve_model(model: str) -> str:
@@ -39,7 +41,8 @@ def main(args) -> int:
     try:
         t = time.perf_counter()
         path = resolve_model(args.model)
-        model, tokenizer = load(path, dtype=args.dtype)
+        head = {"auto": None, "fp8": False, "float": True}[args.head]
+        model, tokenizer = load(path, dtype=args.dtype, head_bf16=head)
         print(f"loaded {path} in {time.perf_counter() - t:.1f} s", file=sys.stderr)
         last = None
         for r in stream_generate(model, tokenizer, prompt, args.max_tokens, temperature=args.temp,
@@ -49,7 +52,7 @@ def main(args) -> int:
             sys.stdout.flush()
             last = r
     except (ValueError, FileNotFoundError) as e:
-        print(f"tandem generate: {e}", file=sys.stderr)
+        print(f"error: {e}", file=sys.stderr)
         return 1
     sys.stdout.write("\n")
     print(f"prompt: {last.prompt_tokens} tokens, {last.prompt_tps:.1f} tokens/s; generation: "
