@@ -74,3 +74,30 @@ def test_kv_cache_rejects_mismatched_shapes():
         cache.update_and_fetch(mx.zeros((1, 3, 1, 4)), mx.zeros((1, 3, 1, 4)))
     with pytest.raises(ValueError, match="KVCache"):
         cache.update_and_fetch(mx.zeros((1, 2, 1, 4)), mx.zeros((1, 2, 2, 4)))
+
+
+def test_tokenizer_dir_with_jinja_template_and_eos_list(tmp_path):
+    import json
+
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    from mlx_tandem.tokenizer import TokenizerWrapper
+    vocab = {t: i for i, t in enumerate(["<unk>", "<s>", "</s>", "<eot>", "hello", "world", "!"])}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tok.add_special_tokens(["<s>", "</s>", "<eot>"])
+    tok.save(str(tmp_path / "tokenizer.json"))
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps(
+        {"bos_token": {"content": "<s>"}, "eos_token": "</s>", "add_bos_token": True}))
+    (tmp_path / "generation_config.json").write_text(json.dumps({"eos_token_id": [2, 3]}))
+    (tmp_path / "chat_template.jinja").write_text(
+        "{{ bos_token }}{% for m in messages %}{% if m['role'] == 'bad' %}{{ raise_exception('no bad roles') }}"
+        "{% endif %}{{ m['content'] }} {% endfor %}{% if add_generation_prompt %}<eot>{% endif %}")
+    t = TokenizerWrapper.from_dir(str(tmp_path))
+    assert t.encode("hello world") == [1, 4, 5] and t.encode("hello", add_special_tokens=False) == [4]
+    assert t.eos_token_ids == {2, 3}
+    assert t.apply_chat_template([{"role": "user", "content": "hello world"}], tokenize=True) == [1, 4, 5, 3]
+    with pytest.raises(Exception, match="no bad roles"):
+        t.apply_chat_template([{"role": "bad", "content": "x"}])
+    with pytest.raises(FileNotFoundError, match="no tokenizer.json"):
+        TokenizerWrapper.from_dir(str(tmp_path / "missing"))
