@@ -26,7 +26,13 @@ TDM_CONST int kDecodeMaxSimdgroups = 32;  // attention decode: SIMD-groups (R qu
 TDM_CONST int kDecodeTileBytes = 16384;   // attention decode: K and V key tile staged in threadgroup memory
 TDM_CONST int kMergeThreads = 32;    // attention decode merge: one SIMD-group per query row
 TDM_CONST int kPrefillSimdgroups = 4;// attention prefill: SIMD-groups of 8 query rows each
-TDM_CONST int kPrefillBK = 32;       // attention prefill: keys per tile
+TDM_CONST int kMaxThreadgroupBytes = 32768;
+
+// attention prefill: threadgroup memory of a BK-key tile (K and V slices staged as T, float scores,
+// per-row factors); the kernel takes the largest BK of 32, 16, 8 that fits.
+constexpr inline int prefill_tile_bytes(int bk, int dk, int dvt, int elem) {
+  return bk * (dk + dvt) * elem + kPrefillSimdgroups * 8 * (bk + 1) * 4;
+}
 
 // fp8_gemv_* : buffers 0 x (M, K) T, 1 codes (N, K) uchar, 2 scales float, 3 y (M, N) T, 4 args.
 struct Fp8GemvArgs {

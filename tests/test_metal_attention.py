@@ -142,6 +142,16 @@ def test_split_decode_reads_each_kv_head_once():
     assert stats.bytes_read[1] == b * hkv * lk * 128 * 2
 
 
+@pytest.mark.parametrize("dims,dv_tiles", [((128, 128), 1), ((576, 512), 2)])
+def test_prefill_stages_each_key_tile_once_per_threadgroup(dims, dv_tiles):
+    """Non-causal prefill: every threadgroup (32 query rows of one head, one Dv slice) reads K once."""
+    b, hq, hkv, lq, lk = 1, 2, 1, 40, 70
+    plan, stats, _ = run_attention(b, hq, hkv, lq, lk, *dims, "bfloat16", False, "cache", seed=8)
+    groups = b * hq * -(-lq // 32) * dv_tiles
+    assert plan["launches"][0]["grid"] == (-(-lq // 32) * dv_tiles, hq, b)
+    assert stats.bytes_read[1] == groups * lk * dims[0] * 2
+
+
 def test_plans_respect_limits_and_exist():
     dec, pre = library("attention_decode"), library("attention_prefill")
     seen = set()

@@ -103,7 +103,12 @@ AttentionPlan plan_attention(int B, int Hq, int Hkv, int Lq, int Lk, int Dk, int
   L.kernel = "attention_prefill_" + head_tag(t, Dk, Dv);
   L.grid = {ceil_div(Lq, 8 * kPrefillSimdgroups) * uint32_t(dv_tiles), uint32_t(Hq), uint32_t(B)};
   L.threadgroup = {uint32_t(kPrefillSimdgroups * 32), 1, 1};
-  L.threadgroup_memory = uint32_t(kPrefillSimdgroups * 8 * (kPrefillBK + 1) * sizeof(float));
+  int tile_bytes = 0;  // the kernel's choice of keys per tile (prefill_tile_keys)
+  for (int bk : {32, 16, 8}) {
+    tile_bytes = prefill_tile_bytes(bk, Dk, dvt, dtype_size(t));
+    if (tile_bytes <= kMaxThreadgroupBytes) break;
+  }
+  L.threadgroup_memory = uint32_t(tile_bytes);
   L.args_index = 4;
   L.args = pack_args(a);
   P.variant = "prefill";
