@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import sys
 
 import mlx.core as mx
@@ -134,16 +133,10 @@ def convert(src: str, out: str, block_size=(128, 128), quantize_head: bool = Tru
     config["torch_dtype"] = dtype
     config["quantization_config"] = {"quant_method": "fp8", "fmt": "e4m3", "activation_scheme": "dynamic",
                                      "weight_block_size": list(block)}
-    with open(os.path.join(out, "config.json"), "w") as f:
-        json.dump(config, f, indent=2)
     for name, text in source.files.items():
         with open(os.path.join(out, name), "w") as f:
             f.write(text)
+    with open(os.path.join(out, "config.json"), "w") as f:  # last: its presence marks a finished output
+        json.dump(config, f, indent=2)
     return out
 
-
-def copy_tokenizer(src_dir: str, out: str):
-    for name in TOKENIZER_FILES:
-        p = os.path.join(src_dir, name)
-        if os.path.isfile(p):
-            shutil.copy(p, out)

@@ -10,8 +10,6 @@ from __future__ import annotations
 import json
 import os
 import struct
-from typing import Iterable
-
 import mlx.core as mx
 import numpy as np
 
@@ -152,8 +150,3 @@ def save(path: str, tensors: dict, metadata: dict[str, str] | None = None):
         w.write(name, to_bytes(a))
     w.close()
 
-
-def iter_names(files: Iterable[SafetensorsFile]):
-    for f in files:
-        for k in f.keys():
-            yield k, f
