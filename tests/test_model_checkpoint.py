@@ -65,6 +65,8 @@ def test_convert_writes_deepseek_v3_format(tmp_path):
     assert q == {"quant_method": "fp8", "fmt": "e4m3", "activation_scheme": "dynamic", "weight_block_size": [32, 64]}
     with pytest.raises(ValueError, match="already an FP8 checkpoint"):
         convert(str(tmp_path / "q"), str(tmp_path / "q2"), progress=False)
+    with pytest.raises(ValueError, match="already holds a checkpoint"):
+        convert(str(tmp_path / "f"), str(tmp_path / "q"), progress=False)
 
 
 def test_sharded_checkpoint_and_stage_reads_only_its_files(tmp_path):

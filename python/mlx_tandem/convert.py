@@ -81,6 +81,9 @@ def convert(src: str, out: str, block_size=(128, 128), quantize_head: bool = Tru
         raise ValueError(f"convert: block_size must be positive, got {block_size}")
     mx_dtype, dtype_name = _OUT_DTYPES[dtype]
     plan = _plan(source, block, quantize_head, dtype_name)
+    if os.path.isdir(out) and any(n == "config.json" or n.endswith((".safetensors", ".json"))
+                                  for n in os.listdir(out)):
+        raise ValueError(f"convert: output directory {out} already holds a checkpoint; choose an empty one")
     os.makedirs(out, exist_ok=True)
 
     # shards by byte size, in source order (layers stay together)
