@@ -97,8 +97,6 @@ class Model(nn.Module):
     (an nn.Linear, or the embedding itself when tied), which on Linux runs on MLX's slow matmul.
     """
 
-    block_cls = TransformerBlock
-
     def __init__(self, args: ModelArgs, layer_range: tuple[int, int] | None = None,
                  block_size: tuple[int, int] = (128, 128), head_bf16: bool = False):
         super().__init__()
