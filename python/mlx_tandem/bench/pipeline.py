@@ -26,8 +26,8 @@ def add_arguments(parser):
     parser.add_argument("--model", default="demo", help="'demo', 'random1b' (a ~1B random FP8 Llama) or a checkpoint dir")
     parser.add_argument("--tokens", type=int, default=24, help="decode tokens per sequence")
     parser.add_argument("--in-flight", default="1,2,4", help="sequences in flight to measure")
-    parser.add_argument("--prompt-len", type=int, default=256, help="prompt length of the prefill rows")
-    parser.add_argument("--chunk", type=int, default=32, help="prefill chunk (tokens per frame)")
+    parser.add_argument("--prompt-len", type=int, default=512, help="prompt length of the prefill rows")
+    parser.add_argument("--chunk", type=int, default=64, help="prefill chunk (tokens per frame)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--split", default="auto")
     parser.add_argument("--worker", default=None, help=argparse_hidden())
@@ -136,9 +136,10 @@ def worker_single(a):
         cache = model.make_cache()
         long = mx.array(_prompts(vocab, 1, a.prompt_len, 100 + r)[0])
         t0 = time.perf_counter()
-        for j in range(0, a.prompt_len, a.chunk):
+        for j in range(0, a.prompt_len, a.chunk):  # like generate_step: only the caches until the last chunk
             h = model(long[None, j:j + a.chunk], cache=cache)
-            mx.eval(h)
+            if j + a.chunk < a.prompt_len:
+                mx.eval([c.state for c in cache])
         mx.eval(mx.argmax(h[:, -1], -1))
         if r:
             out["decode"].append(_decode_rate(events, 1))
@@ -268,12 +269,12 @@ def run_worker(a) -> int:
 
 
 # ---- driver -------------------------------------------------------------------------------------
-def _spawn(a, role, core, port=0):
+def _spawn(a, role, core, port=0, repeats=None):
     env = {**os.environ, "TANDEM_NUM_THREADS": "1"}
     cmd = [sys.executable, "-c", "import sys; from mlx_tandem.bench.pipeline import _entry; sys.exit(_entry())",
            "--worker", role, "--port", str(port), "--model", a.model, "--tokens", str(a.tokens),
            "--in-flight", a.in_flight, "--prompt-len", str(a.prompt_len), "--chunk", str(a.chunk),
-           "--repeats", str(a.repeats), "--split", str(a.split)]
+           "--repeats", str(repeats or a.repeats), "--split", str(a.split)]
 
     def pinned():
         os.sched_setaffinity(0, {core})
@@ -288,12 +289,12 @@ def _result(proc):
     return json.loads(out.strip().splitlines()[-1])
 
 
-def _pair(a, role0, role1, cores):
+def _pair(a, role0, role1, cores, repeats=None):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    r0 = _spawn(a, role0, cores[0], port)
-    r1 = _spawn(a, role1, cores[1 % len(cores)], port)
+    r0 = _spawn(a, role0, cores[0], port, repeats)
+    r1 = _spawn(a, role1, cores[1 % len(cores)], port, repeats)
     res = _result(r0)
     _result(r1)
     return res
@@ -318,12 +319,25 @@ def main(a) -> int:
     split = choose_split(a.model, a.split)
     L = model_info(a.model)[0]
     load0 = os.getloadavg()[0]
-    log(f"model {a.model}: {L} layers, split at {split}; single process")
-    single = _result(_spawn(a, "single", cores[0]))
+    # single process and two ranks alternate, one measured round each, so that both see the same
+    # machine load (this machine is shared; a long run of one then the other compares two moments)
+    single = {"decode": [], "prefill": []}
+    two = {"decode": {}, "bytes_per_token": {}, "prefill": {}}
+    for r in range(a.repeats):
+        log(f"model {a.model}: {L} layers, split at {split}; round {r + 1}/{a.repeats}: single process")
+        one = _result(_spawn(a, "single", cores[0], repeats=1))
+        for k in single:
+            single[k] += one[k]
+        log(f"round {r + 1}/{a.repeats}: two ranks")
+        pair = _pair(a, "rank0", "rank1", cores, repeats=1)
+        for k in ("decode", "prefill"):
+            for n, xs in pair[k].items():
+                two[k].setdefault(n, []).extend(xs)
+        for n, b in pair["bytes_per_token"].items():
+            two["bytes_per_token"].setdefault(n, []).append(b)
+    two["bytes_per_token"] = {n: med(b) for n, b in two["bytes_per_token"].items()}
     log("link round trip (echo rank)")
     echo = _pair(a, "echo0", "echo", cores)
-    log("two ranks")
-    two = _pair(a, "rank0", "rank1", cores)
 
     s_rate = med(single["decode"])
     base2 = med(two["decode"]["1"])
@@ -351,6 +365,9 @@ def main(a) -> int:
     print(f"| {f'prefill {a.prompt_len} tokens':34} | {'tokens/s':>9} | {'seconds':>13} | {'vs not overlapped':>17} |")
     print("|" + "|".join("-" * (w + 2) for w in (34, 9, 13, 17)) + "|")
     base = med(pre["not overlapped"])
+    n_chunks = -(-a.prompt_len // a.chunk)
+    print(f"ideal overlap of {n_chunks} chunks over two equal stages: {2 * n_chunks / (n_chunks + 1):.2f}x "
+          f"(the first chunk fills the pipeline, the last one drains it)")
     rows = [(f"single process, chunks of {a.chunk}", single["prefill"])]
     rows += [(f"two ranks, chunks of {a.chunk}, overlapped", pre["overlapped"]),
              (f"two ranks, chunks of {a.chunk}, not overlapped", pre["not overlapped"]),
