@@ -3,9 +3,15 @@
 the same run: mx.fast.scaled_dot_product_attention on CPU, the memory read bandwidth
 (decode streams K and V once per step) and numpy/OpenBLAS sgemm throughput (prefill)."""
 
+import itertools
+import statistics
+import time
+
 import mlx.core as mx
+import numpy as np
 
 import mlx_tandem as tdm
+from mlx_tandem import _ext
 
 from .timing import fmt_table, measure, numpy_sgemm_flops, read_bandwidth
 
@@ -15,6 +21,7 @@ DECODE_LENGTHS = [4096, 16384, 32768]
 PREFILL_LENGTHS = [2048, 8192]
 QUICK_DECODE, QUICK_PREFILL = [4096, 16384], [1024]
 MLX_PREFILL_MAX = 2048
+READ_BYTES = 256 << 20
 COLD_BYTES = 96 << 20  # > the 32 MiB L3 here: decode steps rotate over this many bytes of caches
 DTYPES = {"float16": mx.float16, "bfloat16": mx.bfloat16, "float32": mx.float32}
 
@@ -35,10 +42,24 @@ def _row(case, what, med, lo, hi, rate, verdict):
     return [case, what, f"{med * 1e3:.2f}", f"{lo * 1e3:.2f}-{hi * 1e3:.2f}", rate, verdict]
 
 
-def bench_decode(geom, lk, dtype, reps, bw, with_mlx):
+def paired(ours, anchor, reps):
+    """Alternates ours() and anchor() reps times (after one warm-up each) so both see the same
+    machine load; returns both time lists and the per-pair ratios anchor_time / our_time."""
+    ours(), anchor()
+    t_ours, t_anchor = [], []
+    for _ in range(reps):
+        for fn, ts in ((ours, t_ours), (anchor, t_anchor)):
+            t = time.perf_counter()
+            fn()
+            ts.append(time.perf_counter() - t)
+    return t_ours, t_anchor, [a / o for o, a in zip(t_ours, t_anchor)]
+
+
+def bench_decode(geom, lk, dtype, reps, read_buf, with_mlx):
     """One decode step (Lq=1) over KV cache views [:, :, :lk] of larger buffers. Like the layers
     of a model, successive calls use different caches (more bytes than the last-level cache), so
-    every step streams K and V from memory."""
+    every step streams K and V from memory. The bandwidth anchor reads the same number of bytes
+    from a large buffer, alternating with our calls."""
     name, hq, hkv, dk, dv = geom
     cap = lk + 256  # the cache has room to grow: K/V are strided views, as in generation
     nbytes = hkv * lk * (dk + dv) * mx.zeros((), dtype).itemsize
@@ -50,17 +71,24 @@ def bench_decode(geom, lk, dtype, reps, bw, with_mlx):
         layers.append((kc[:, :, :lk, :], vc[:, :, :lk, :]))
     q = mx.random.normal((1, hq, 1, dk)).astype(dtype)
     mx.eval(q)
-    step = iter(range(1 << 30))
+    steps = itertools.count()
+    offsets = itertools.cycle(range(0, max(1, read_buf.size - nbytes + 1), max(1, nbytes)))
 
     def run(fn):
-        k, v = layers[next(step) % len(layers)]
+        k, v = layers[next(steps) % len(layers)]
         mx.eval(fn(q, k, v))
 
+    def read():
+        off = next(offsets)
+        _ext.stream_read(read_buf[off:off + nbytes])
+
     case = f"{name} decode Lk={lk}"
-    med, lo, hi = measure(lambda: run(tdm.fused_attention), reps=reps)
+    t_ours, t_read, ratios = paired(lambda: run(tdm.fused_attention), read, reps)
+    med, lo, hi = statistics.median(t_ours), min(t_ours), max(t_ours)
+    ratio = statistics.median(ratios)
     rows = [_row(case, "tandem fused_attention", med, lo, hi, f"{nbytes / med / 1e9:.1f} GB/s",
-                 f"{nbytes / med / bw:.0%} of bandwidth")]
-    summary = [(f"decode {name} Lk={lk}", nbytes / med / bw, 0.7)]
+                 f"{ratio:.0%} of bandwidth (paired: {nbytes / statistics.median(t_read) / 1e9:.1f} GB/s)")]
+    summary = [(f"decode {name} Lk={lk}", ratio, 0.7)]
     if with_mlx:
         m_med, m_lo, m_hi = measure(lambda: run(lambda q, k, v: _sdpa(q, k, v, False)), reps=max(3, reps // 2))
         rows.append(_row(case, "mx.fast sdpa (cpu)", m_med, m_lo, m_hi, f"{nbytes / m_med / 1e9:.1f} GB/s",
@@ -68,8 +96,9 @@ def bench_decode(geom, lk, dtype, reps, bw, with_mlx):
     return rows, summary
 
 
-def bench_prefill(geom, length, dtype, reps, sgemm, with_mlx):
-    """Causal prefill of `length` tokens; useful FLOPs count only the unmasked half."""
+def bench_prefill(geom, length, dtype, reps, with_mlx):
+    """Causal prefill of `length` tokens; useful FLOPs count only the unmasked half. The numpy
+    sgemm anchor is measured right after (the machine's load drifts)."""
     name, hq, hkv, dk, dv = geom
     q = mx.random.normal((1, hq, length, dk)).astype(dtype)
     k = mx.random.normal((1, hkv, length, dk)).astype(dtype)
@@ -78,8 +107,9 @@ def bench_prefill(geom, length, dtype, reps, sgemm, with_mlx):
     flops = 2.0 * hq * (dk + dv) * length * (length + 1) / 2
     case = f"{name} prefill L={length}"
     med, lo, hi = measure(lambda: mx.eval(tdm.fused_attention(q, k, v)), reps=reps)
+    sgemm, _, _ = numpy_sgemm_flops(2048, 2048, 2048, reps=5)
     rows = [_row(case, "tandem fused_attention", med, lo, hi, f"{flops / med / 1e9:.1f} GFLOPS",
-                 f"{flops / med / sgemm:.0%} of numpy sgemm")]
+                 f"{flops / med / sgemm:.0%} of numpy sgemm ({sgemm / 1e9:.1f} GFLOPS right after)")]
     summary = [(f"prefill {name} L={length}", flops / med / sgemm, 0.4)]
     if with_mlx and length > MLX_PREFILL_MAX:
         rows.append([case, "mx.fast sdpa (cpu)", "-", "-", "-", f"skipped above L={MLX_PREFILL_MAX} (minutes)"])
@@ -105,7 +135,8 @@ def main(args):
     print(f"# tandem bench attention  (cpu path: {tdm.cpu_isa()}, threads: {tdm.num_threads()}, "
           f"dtype: {args.dtype})")
 
-    bw, (bw_lo, bw_hi) = read_bandwidth(256 << 20, reps=reps)
+    read_buf = np.random.default_rng(0).integers(0, 255, size=READ_BYTES, dtype=np.uint8)
+    bw, (bw_lo, bw_hi) = read_bandwidth(READ_BYTES, reps=reps)
     sgemm, (sg_lo, sg_hi), _ = numpy_sgemm_flops(2048, 2048, 2048, reps=5)
     rows = [["memory read (stream, 256 MiB)", "anchor", "-", "-", f"{bw / 1e9:.1f} GB/s",
              f"spread {bw_lo / 1e9:.1f}-{bw_hi / 1e9:.1f}"],
@@ -114,16 +145,16 @@ def main(args):
     summary = []
     for geom in GEOMETRIES:
         for lk in decode_lengths:
-            r, s = bench_decode(geom, lk, dtype, reps, bw, not args.no_mlx)
+            r, s = bench_decode(geom, lk, dtype, reps, read_buf, not args.no_mlx)
             rows += r
             summary += s
     for geom in GEOMETRIES:
         for length in prefill_lengths:
-            r, s = bench_prefill(geom, length, dtype, prefill_reps, sgemm, not args.no_mlx)
+            r, s = bench_prefill(geom, length, dtype, prefill_reps, not args.no_mlx)
             rows += r
             summary += s
     # Anchors again at the end: the machine is shared, so show how much they moved.
-    bw2, _ = read_bandwidth(256 << 20, reps=reps)
+    bw2, _ = read_bandwidth(READ_BYTES, reps=reps)
     rows.append(["memory read (stream, 256 MiB), again", "anchor", "-", "-", f"{bw2 / 1e9:.1f} GB/s", "-"])
 
     print(fmt_table(["case", "kernel", "median ms", "min-max ms", "rate", "vs anchor"], rows))
