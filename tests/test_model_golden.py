@@ -73,6 +73,15 @@ def test_bfloat16_activations_stay_close(name):
     assert rel < 0.05, rel
 
 
+def test_model_builds_from_a_config_dict():
+    import json
+    from mlx_tandem.models import model_class
+    for name in MODELS:
+        config = json.load(open(os.path.join(GOLDEN, name, "config.json")))
+        model = model_class(config["model_type"])(config, layer_range=(1, 2))
+        assert len(model.make_cache()) == 1 and model.layer_range == (1, 2)
+
+
 def test_stage_inputs_are_checked():
     path = os.path.join(GOLDEN, "llama3")
     first, _ = load_model(path, layer_range=(0, 1), dtype="float32")

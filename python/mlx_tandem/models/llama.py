@@ -75,7 +75,7 @@ class TransformerBlock(nn.Module):
 class LlamaModel(nn.Module):
     """The decoder body for layers [start, end); embeddings and final norm only where owned."""
 
-    def __init__(self, args: ModelArgs, layer_range, block_size):
+    def __init__(self, args: ModelArgs | dict, layer_range, block_size):
         super().__init__()
         self.start, self.end = layer_range
         self.is_first = self.start == 0
@@ -97,9 +97,11 @@ class Model(nn.Module):
     (an nn.Linear, or the embedding itself when tied), which on Linux runs on MLX's slow matmul.
     """
 
-    def __init__(self, args: ModelArgs, layer_range: tuple[int, int] | None = None,
+    def __init__(self, args: ModelArgs | dict, layer_range: tuple[int, int] | None = None,
                  block_size: tuple[int, int] = (128, 128), head_bf16: bool = False):
         super().__init__()
+        if isinstance(args, dict):  # a config.json dict
+            args = ModelArgs.from_config(args)
         n = args.num_hidden_layers
         start, end = layer_range if layer_range is not None else (0, n)
         if not (0 <= start < end <= n):

@@ -9,7 +9,9 @@ from .base import ModelArgs
 
 
 class Model(llama.Model):
-    def __init__(self, args: ModelArgs, *a, **kw):
+    def __init__(self, args: ModelArgs | dict, *a, **kw):
+        if isinstance(args, dict):
+            args = ModelArgs.from_config(args)
         args = dataclasses.replace(args, qkv_bias=True, attention_bias=False, mlp_bias=False)
         if not args.extra.get("use_sliding_window", False):
             args.sliding_window = None
