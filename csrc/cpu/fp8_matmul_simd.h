@@ -108,7 +108,7 @@ template <class S, int M>
 void gemv(const Fp8MatmulArgs& a) {
   // Small problems stay on one thread; otherwise each thread streams one
   // contiguous slab of weight rows.
-  const int parts = a.N * a.K < (1 << 16) ? 1 : num_threads();
+  const int parts = a.N * a.K < (1 << 18) ? 1 : num_threads();
   parallel_for(parts, [&](int i) {
     int64_t lo, hi;
     split_range(a.N, parts, i, lo, hi);

@@ -33,15 +33,50 @@ int physical_cores() {
 
 thread_local bool in_pool_task = false;
 
+// A decode step issues hundreds of small kernels back to back, so the caller
+// never waits for a sleeping worker to wake up: tasks are claimed from a
+// shared counter, the caller claims too, and it waits only for tasks that a
+// worker has actually started. Workers spin briefly before sleeping so that
+// back-to-back kernels usually find them awake.
+constexpr int kSpinIterations = 4000;
+
+inline void cpu_relax() {
+#if defined(__x86_64__) || defined(_M_X64)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__)
+  asm volatile("yield");
+#endif
+}
+
+struct Job {
+  const std::function<void(int)>* fn;
+  int n_tasks;
+  std::atomic<int> next{0}, done{0};
+  std::mutex error_mutex;
+  std::exception_ptr error;
+
+  void execute() {
+    for (int t; (t = next.fetch_add(1)) < n_tasks; done.fetch_add(1)) {
+      try {
+        (*fn)(t);
+      } catch (...) {
+        std::lock_guard<std::mutex> lk(error_mutex);
+        if (!error) error = std::current_exception();
+      }
+    }
+  }
+};
+
 class Pool {
  public:
   explicit Pool(int n) : n_(n) {
     for (int i = 1; i < n_; ++i) workers_.emplace_back([this] { worker(); });
   }
   ~Pool() {
+    stop_.store(true);
     {
       std::lock_guard<std::mutex> lk(m_);
-      stop_ = true;
+      generation_.fetch_add(1);
     }
     cv_.notify_all();
     for (auto& t : workers_) t.join();
@@ -54,21 +89,22 @@ class Pool {
       run_inline(n_tasks, fn);
       return;
     }
+    Job job;
+    job.fn = &fn;
+    job.n_tasks = n_tasks;
+    job_.store(&job);
     {
       std::lock_guard<std::mutex> lk(m_);
-      fn_ = &fn;
-      n_tasks_ = n_tasks;
-      next_.store(0);
-      pending_ = n_ - 1;
-      error_ = nullptr;
-      ++generation_;
+      generation_.fetch_add(1);
     }
     cv_.notify_all();
-    work();
-    std::unique_lock<std::mutex> lk(m_);
-    done_cv_.wait(lk, [this] { return pending_ == 0; });
-    fn_ = nullptr;
-    if (error_) std::rethrow_exception(error_);
+    in_pool_task = true;
+    job.execute();
+    in_pool_task = false;
+    while (job.done.load() < n_tasks) cpu_relax();  // tasks that workers are running
+    job_.store(nullptr);
+    while (refs_.load() != 0) cpu_relax();  // workers still holding the job
+    if (job.error) std::rethrow_exception(job.error);
   }
 
  private:
@@ -84,45 +120,32 @@ class Pool {
     in_pool_task = prev;
   }
 
-  void work() {
-    in_pool_task = true;
-    for (int t; (t = next_.fetch_add(1)) < n_tasks_;) {
-      try {
-        (*fn_)(t);
-      } catch (...) {
-        std::lock_guard<std::mutex> lk(m_);
-        if (!error_) error_ = std::current_exception();
-      }
-    }
-    in_pool_task = false;
-  }
-
   void worker() {
+    in_pool_task = true;
     unsigned long seen = 0;
     for (;;) {
-      {
+      for (int i = 0; i < kSpinIterations && generation_.load() == seen; ++i) cpu_relax();
+      if (generation_.load() == seen) {
         std::unique_lock<std::mutex> lk(m_);
-        cv_.wait(lk, [&] { return stop_ || generation_ != seen; });
-        if (stop_) return;
-        seen = generation_;
+        cv_.wait(lk, [&] { return generation_.load() != seen; });
       }
-      work();
-      std::lock_guard<std::mutex> lk(m_);
-      if (--pending_ == 0) done_cv_.notify_one();
+      seen = generation_.load();
+      if (stop_.load()) return;
+      // Announce before looking: the caller clears job_ and then waits for refs_ to drain.
+      refs_.fetch_add(1);
+      if (Job* job = job_.load()) job->execute();
+      refs_.fetch_sub(1);
     }
   }
 
   int n_;
   std::vector<std::thread> workers_;
   std::mutex m_, busy_;
-  std::condition_variable cv_, done_cv_;
-  const std::function<void(int)>* fn_ = nullptr;
-  int n_tasks_ = 0;
-  std::atomic<int> next_{0};
-  int pending_ = 0;
-  unsigned long generation_ = 0;
-  bool stop_ = false;
-  std::exception_ptr error_;
+  std::condition_variable cv_;
+  std::atomic<Job*> job_{nullptr};
+  std::atomic<int> refs_{0};
+  std::atomic<unsigned long> generation_{0};
+  std::atomic<bool> stop_{false};
 };
 
 Pool& pool() {
