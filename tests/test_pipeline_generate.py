@@ -45,6 +45,16 @@ def test_greedy_matches_single_process(ranks, split, dtype, chunk):
         assert got == greedy_reference(PROMPTS[0], 12, dtype=getattr(mx, dtype), chunk=chunk)
 
 
+def test_generate_step_drives_a_pipeline_like_a_model(ranks):
+    from mlx_tandem.generate import generate_step
+
+    with session(ranks, prefill_chunk=4) as pipe:
+        gen = generate_step(pipe, mx.array(PROMPTS[0]), temperature=0.0, prefill_step=4)
+        got = [next(gen) for _ in range(8)]
+        gen.close()
+        assert got == greedy_reference(PROMPTS[0], 8, chunk=4)
+
+
 def test_several_sequences_in_flight_match_each_alone(ranks):
     with session(ranks, prefill_chunk=4) as pipe:
         out = pipe.generate_batch(PROMPTS, max_tokens=9)

@@ -52,6 +52,10 @@ def generate_step(model, prompt: mx.array, *, temperature=0.0, top_p=1.0, top_k=
     before the previous token is handed out, so Python overlaps with compute."""
     if prompt.ndim != 1 or prompt.size == 0:
         raise ValueError(f"generate: prompt must be a non-empty 1-D array of token ids, got {prompt.shape}")
+    if hasattr(model, "generate_step"):  # a pipeline.Pipeline: rank 1 samples, tokens come back
+        yield from model.generate_step(prompt, temperature=temperature, top_p=top_p, top_k=top_k, seed=seed,
+                                       cache=cache, prefill_step=prefill_step)
+        return
     cache = cache if cache is not None else model.make_cache()
     key = mx.random.key(seed if seed is not None else time.time_ns() % (1 << 63))
 
