@@ -42,66 +42,83 @@ inline void split_range(int64_t n, int parts, int i, int64_t& lo, int64_t& hi) {
   hi = n * (i + 1) / parts;
 }
 
-template <class S, int M>
-void gemv_rows(const Fp8MatmulArgs& a, int64_t n0, int64_t n1) {
+// R weight rows at once against M activation rows: each x vector loaded from
+// L1/L2 serves R rows (x in float32 is 4 bytes per code byte, so without this
+// the x reads, not the weight stream, bound the kernel).
+template <class S, int M, int R>
+inline void gemv_block(const Fp8MatmulArgs& a, int64_t n) {
   using V = typename S::V;
   constexpr int W = S::W;
-  // Independent FMA chains per activation row: 2 codes vectors per step, and
-  // two steps in flight when there are few rows.
-  constexpr int P = M <= 2 ? 2 : 1;
-  constexpr int U = 2 * P;
   const int64_t K = a.K, bk = a.bk, sc = a.scale_cols();
-  for (int64_t n = n0; n < n1; ++n) {
-    const uint8_t* wrow = a.codes + n * K;
-    const float* srow = a.scales + (n / a.bn) * sc;
-    V acc[M];
+  const uint8_t* w[R];
+  const float* srow[R];
+  TANDEM_UNROLL
+  for (int r = 0; r < R; ++r) {
+    w[r] = a.codes + (n + r) * K;
+    srow[r] = a.scales + ((n + r) / a.bn) * sc;
+  }
+  V acc[M][R];
+  TANDEM_UNROLL
+  for (int m = 0; m < M; ++m)
     TANDEM_UNROLL
-    for (int m = 0; m < M; ++m) acc[m] = S::zero();
-    for (int64_t kb = 0; kb < K; kb += bk) {
-      const int64_t kend = std::min(K, kb + bk);
-      V part[M][U];
+    for (int r = 0; r < R; ++r) acc[m][r] = S::zero();
+  for (int64_t kb = 0; kb < K; kb += bk) {
+    const int64_t kend = std::min(K, kb + bk);
+    V part[M][R][2];
+    TANDEM_UNROLL
+    for (int m = 0; m < M; ++m)
       TANDEM_UNROLL
-      for (int m = 0; m < M; ++m)
-        TANDEM_UNROLL
-        for (int u = 0; u < U; ++u) part[m][u] = S::zero();
-      int64_t k = kb;
-      for (; k + U * W <= kend; k += U * W) {
-        TANDEM_UNROLL
-        for (int p = 0; p < P; ++p) {
-          V w0, w1;
-          const int64_t kk = k + 2 * p * W;
-          S::decode2(wrow + kk, w0, w1);
-          TANDEM_UNROLL
-          for (int m = 0; m < M; ++m) {
-            part[m][2 * p] = S::fma(w0, S::load(a.x + m * K + kk), part[m][2 * p]);
-            part[m][2 * p + 1] = S::fma(w1, S::load(a.x + m * K + kk + W), part[m][2 * p + 1]);
-          }
-        }
-      }
-      for (; k + W <= kend; k += W) {
-        V w = S::decode(wrow + k);
-        TANDEM_UNROLL
-        for (int m = 0; m < M; ++m) part[m][0] = S::fma(w, S::load(a.x + m * K + k), part[m][0]);
-      }
-      if (k < kend) {
-        const int r = static_cast<int>(kend - k);
-        V w = S::decode_partial(wrow + k, r);
-        TANDEM_UNROLL
-        for (int m = 0; m < M; ++m)
-          part[m][0] = S::fma(w, S::load_partial(a.x + m * K + k, r), part[m][0]);
-      }
-      const V s = S::set1(srow[kb / bk] * kDecodeScale);
+      for (int r = 0; r < R; ++r) part[m][r][0] = part[m][r][1] = S::zero();
+    int64_t k = kb;
+    for (; k + 2 * W <= kend; k += 2 * W) {
+      V xv[M][2];
       TANDEM_UNROLL
       for (int m = 0; m < M; ++m) {
-        V p = part[m][0];
+        xv[m][0] = S::load(a.x + m * K + k);
+        xv[m][1] = S::load(a.x + m * K + k + W);
+      }
+      TANDEM_UNROLL
+      for (int r = 0; r < R; ++r) {
+        V w0, w1;
+        S::decode2(w[r] + k, w0, w1);
         TANDEM_UNROLL
-        for (int u = 1; u < U; ++u) p = S::add(p, part[m][u]);
-        acc[m] = S::fma(p, s, acc[m]);
+        for (int m = 0; m < M; ++m) {
+          part[m][r][0] = S::fma(w0, xv[m][0], part[m][r][0]);
+          part[m][r][1] = S::fma(w1, xv[m][1], part[m][r][1]);
+        }
+      }
+    }
+    for (; k < kend; k += W) {
+      const int rem = static_cast<int>(std::min<int64_t>(W, kend - k));
+      TANDEM_UNROLL
+      for (int r = 0; r < R; ++r) {
+        const V wv = rem == W ? S::decode(w[r] + k) : S::decode_partial(w[r] + k, rem);
+        TANDEM_UNROLL
+        for (int m = 0; m < M; ++m) {
+          const V xm = rem == W ? S::load(a.x + m * K + k) : S::load_partial(a.x + m * K + k, rem);
+          part[m][r][0] = S::fma(wv, xm, part[m][r][0]);
+        }
       }
     }
     TANDEM_UNROLL
-    for (int m = 0; m < M; ++m) a.y[m * a.N + n] = S::reduce(acc[m]);
+    for (int r = 0; r < R; ++r) {
+      const V s = S::set1(srow[r][kb / bk] * kDecodeScale);
+      TANDEM_UNROLL
+      for (int m = 0; m < M; ++m) acc[m][r] = S::fma(S::add(part[m][r][0], part[m][r][1]), s, acc[m][r]);
+    }
   }
+  TANDEM_UNROLL
+  for (int m = 0; m < M; ++m)
+    TANDEM_UNROLL
+    for (int r = 0; r < R; ++r) a.y[m * a.N + n + r] = S::reduce(acc[m][r]);
+}
+
+template <class S, int M>
+void gemv_rows(const Fp8MatmulArgs& a, int64_t n0, int64_t n1) {
+  constexpr int R = M == 1 ? 4 : (M == 2 ? 2 : 1);
+  int64_t n = n0;
+  for (; n + R <= n1; n += R) gemv_block<S, M, R>(a, n);
+  for (; n < n1; ++n) gemv_block<S, M, 1>(a, n);
 }
 
 template <class S, int M>
