@@ -100,7 +100,9 @@ def choose_split(spec, split):
     from ..pipeline import partition
 
     cfg = read_config(path)
-    return partition.choose_split(partition.tensor_bytes(Checkpoint(path)), L, bool(cfg.get("tie_word_embeddings")))
+    ckpt = Checkpoint(path)
+    return partition.choose_split(partition.tensor_bytes(ckpt), L, bool(cfg.get("tie_word_embeddings")),
+                                  step=partition.step_bytes(ckpt))
 
 
 # ---- workers (each in its own pinned process) ---------------------------------------------------

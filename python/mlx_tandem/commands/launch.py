@@ -19,7 +19,7 @@ def add_arguments(parser):
                         help="file holding the shared secret (else the TANDEM_SECRET environment variable)")
     parser.add_argument("--insecure-no-auth", action="store_true",
                         help="allow a non-loopback address without a shared secret (trusted private links only)")
-    parser.add_argument("--split", default="auto", help="first layer of rank 1, or 'auto' to balance weight bytes")
+    parser.add_argument("--split", default="auto", help="first layer of rank 1, or 'auto' to balance the bytes each rank streams per token")
     parser.add_argument("--prompt", default=None, help="prompt text ('-' reads standard input) (rank 0)")
     parser.add_argument("--interactive", action="store_true", help="read prompts line by line from stdin (rank 0)")
     parser.add_argument("--max-tokens", type=int, default=256)

@@ -20,6 +20,37 @@ def tensor_bytes(ckpt) -> dict[str, int]:
     return out
 
 
+def step_bytes(ckpt) -> dict[str, int]:
+    """Bytes each tensor streams per decode step at run time: matrices run as FP8 (one byte per
+    element whatever their checkpoint dtype), the embedding is only gathered (one row per token),
+    vectors and scales as stored. The head of a tied model is the embedding, quantized."""
+    out = {}
+    for name in ckpt.where:
+        info = ckpt.info(name)
+        lo, hi = info["offsets"]
+        numel = 1
+        for d in info["shape"]:
+            numel *= d
+        out[name] = numel if len(info["shape"]) == 2 and not name.endswith("weight_scale_inv") else hi - lo
+    return out
+
+
+def _split_step_bytes(step: dict[str, int], num_layers: int, split: int, tied: bool) -> tuple[int, int]:
+    r0 = r1 = 0
+    for name, n in step.items():
+        m = _LAYER.match(name)
+        if m:
+            if int(m[1]) < split:
+                r0 += n
+            else:
+                r1 += n
+        elif name.startswith("model.embed_tokens."):
+            r1 += n if tied else 0  # rank 0 gathers rows; rank 1 streams it as the head when tied
+        else:  # model.norm, lm_head
+            r1 += n
+    return r0, r1
+
+
 def rank_bytes(sizes: dict[str, int], num_layers: int, split: int, tied: bool) -> tuple[int, int]:
     """Bytes each rank reads: rank 0 the embedding and layers [0, split); rank 1 layers [split, L),
     the final norm and the head (with tied embeddings the head is derived from the embedding)."""
@@ -42,8 +73,11 @@ def rank_bytes(sizes: dict[str, int], num_layers: int, split: int, tied: bool) -
     return r0, r1
 
 
-def choose_split(sizes: dict[str, int], num_layers: int, tied: bool, split="auto") -> int:
-    """`split` as given (a layer index), or with "auto" the cut that best balances the weight bytes."""
+def choose_split(sizes: dict[str, int], num_layers: int, tied: bool, split="auto",
+                 step: dict[str, int] | None = None) -> int:
+    """`split` as given (a layer index), or with "auto" the cut that best balances the bytes each rank
+    streams per decode step (`step`, from step_bytes: the throughput of a pipeline is set by its slower
+    stage), or the weight bytes when `step` is not given."""
     if num_layers < 2:
         raise ValueError(f"partition: a model with {num_layers} layer(s) cannot be split across two ranks")
     if split != "auto":
@@ -55,7 +89,7 @@ def choose_split(sizes: dict[str, int], num_layers: int, tied: bool, split="auto
         return s
 
     def imbalance(s):
-        r0, r1 = rank_bytes(sizes, num_layers, s, tied)
+        r0, r1 = _split_step_bytes(step, num_layers, s, tied) if step else rank_bytes(sizes, num_layers, s, tied)
         return abs(r0 - r1), s
 
     return min(range(1, num_layers), key=imbalance)

@@ -38,10 +38,11 @@ def plan(path: str, split="auto") -> Plan:
     from ..checkpoint import Checkpoint, read_config
 
     config = read_config(path)
-    sizes = partition.tensor_bytes(Checkpoint(path))
+    ckpt = Checkpoint(path)
+    sizes = partition.tensor_bytes(ckpt)
     L = config["num_hidden_layers"]
     tied = bool(config.get("tie_word_embeddings", False))
-    s = partition.choose_split(sizes, L, tied, split)
+    s = partition.choose_split(sizes, L, tied, split, step=partition.step_bytes(ckpt))
     return Plan(path, L, s, partition.describe(config, sizes, s), partition.rank_bytes(sizes, L, s, tied),
                 sum(sizes.values()))
 
