@@ -35,9 +35,11 @@ def step_bytes(ckpt) -> dict[str, int]:
     return out
 
 
-def _split_step_bytes(step: dict[str, int], num_layers: int, split: int, tied: bool) -> tuple[int, int]:
+def _per_rank(sizes: dict[str, int], split: int, embed_on_rank0: bool, embed_on_rank1: bool) -> tuple[int, int]:
+    """Sums `sizes` per rank: layers by index, the final norm and lm_head on rank 1, the embedding
+    where the flags say."""
     r0 = r1 = 0
-    for name, n in step.items():
+    for name, n in sizes.items():
         m = _LAYER.match(name)
         if m:
             if int(m[1]) < split:
@@ -45,7 +47,8 @@ def _split_step_bytes(step: dict[str, int], num_layers: int, split: int, tied: b
             else:
                 r1 += n
         elif name.startswith("model.embed_tokens."):
-            r1 += n if tied else 0  # rank 0 gathers rows; rank 1 streams it as the head when tied
+            r0 += n if embed_on_rank0 else 0
+            r1 += n if embed_on_rank1 else 0
         else:  # model.norm, lm_head
             r1 += n
     return r0, r1
@@ -56,21 +59,7 @@ def rank_bytes(sizes: dict[str, int], num_layers: int, split: int, tied: bool) -
     the final norm and the head (with tied embeddings the head is derived from the embedding)."""
     if not 0 < split < num_layers:
         raise ValueError(f"partition: split {split} must be in 1..{num_layers - 1}")
-    r0 = r1 = 0
-    for name, n in sizes.items():
-        m = _LAYER.match(name)
-        if m:
-            if int(m[1]) < split:
-                r0 += n
-            else:
-                r1 += n
-        elif name.startswith("model.embed_tokens."):
-            r0 += n
-            if tied:
-                r1 += n
-        else:  # model.norm, lm_head
-            r1 += n
-    return r0, r1
+    return _per_rank(sizes, split, True, tied)
 
 
 def choose_split(sizes: dict[str, int], num_layers: int, tied: bool, split="auto",
@@ -89,7 +78,8 @@ def choose_split(sizes: dict[str, int], num_layers: int, tied: bool, split="auto
         return s
 
     def imbalance(s):
-        r0, r1 = _split_step_bytes(step, num_layers, s, tied) if step else rank_bytes(sizes, num_layers, s, tied)
+        # per decode step rank 0 only gathers embedding rows; rank 1 streams it as the tied head
+        r0, r1 = _per_rank(step, s, False, tied) if step else rank_bytes(sizes, num_layers, s, tied)
         return abs(r0 - r1), s
 
     return min(range(1, num_layers), key=imbalance)
