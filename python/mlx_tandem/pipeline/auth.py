@@ -191,10 +191,10 @@ class Listener:
             with lock:
                 state["pending"] -= 1
                 taken = state["done"]
+            if not taken:  # recorded before the peer can see its connection close
+                results.put(outcome)
             if outcome[0] != "ok" or taken:
                 conn.close()
-            if not taken:
-                results.put(outcome)
 
         try:
             while True:
