@@ -44,6 +44,20 @@ def test_fp8_matmul_ragged(monkeypatch, isa, data, m, n, k, dtype, seed):
 
 
 @pytest.mark.parametrize("isa", ISAS)
+@given(m=st.sampled_from([1, 2, 4, 9]), k=st.sampled_from([7, 128, 300]),
+       x_exp=st.integers(-60, 60), s_exp=st.integers(-40, 40), seed=st.integers(0, 2**16))
+def test_fp8_matmul_extreme_magnitudes(monkeypatch, isa, m, k, x_exp, s_exp, seed):
+    """Kernels that decode with a power-of-two offset (AVX2 carries 2^-120) must
+    keep full precision for tiny and huge activations and scales."""
+    monkeypatch.setenv("TANDEM_ISA", isa)
+    rng = np.random.default_rng(seed)
+    block = (16, 64)
+    codes, scales = quantized(rng, 37, k, block)
+    scales = (scales * 2.0**s_exp).astype(np.float32)
+    check_matmul(rng.standard_normal((m, k)) * 2.0**x_exp, codes, scales, block, "float32")
+
+
+@pytest.mark.parametrize("isa", ISAS)
 @pytest.mark.parametrize("m, n, k, block", [
     (1, 4096, 4096, (128, 128)),
     (4, 1000, 4096, (1, 4096)),

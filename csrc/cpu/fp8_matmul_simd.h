@@ -10,6 +10,7 @@
 #pragma once
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <cstdlib>
 #include <memory>
@@ -24,8 +25,9 @@ namespace tandem::cpu::simd {
 // accumulator arrays in memory and the FMA chains go through the stack.
 #define TANDEM_UNROLL _Pragma("GCC unroll 32")
 
-// 2^8 undoes the fp16 decode trick; folded into each block scale.
-constexpr float kDecodeScale = 256.0f;
+// 2^e as a product of two floats, so |e| up to 252 stays representable.
+inline float pow2_half(int e) { return std::ldexp(1.0f, e / 2); }
+inline float pow2_rest(int e) { return std::ldexp(1.0f, e - e / 2); }
 
 struct AlignedFree {
   void operator()(float* p) const { std::free(p); }
@@ -45,8 +47,9 @@ inline void split_range(int64_t n, int parts, int i, int64_t& lo, int64_t& hi) {
 // R weight rows at once against M activation rows: each x vector loaded from
 // L1/L2 serves R rows (x in float32 is 4 bytes per code byte, so without this
 // the x reads, not the weight stream, bound the kernel).
+// x is the activation scaled by 2^t (see gemv); out_exp = S::kDecodeShift - t.
 template <class S, int M, int R>
-inline void gemv_block(const Fp8MatmulArgs& a, int64_t n) {
+inline void gemv_block(const Fp8MatmulArgs& a, const float* x, int out_exp, int64_t n) {
   using V = typename S::V;
   constexpr int W = S::W;
   const int64_t K = a.K, bk = a.bk, sc = a.scale_cols();
@@ -74,8 +77,8 @@ inline void gemv_block(const Fp8MatmulArgs& a, int64_t n) {
       V xv[M][2];
       TANDEM_UNROLL
       for (int m = 0; m < M; ++m) {
-        xv[m][0] = S::load(a.x + m * K + k);
-        xv[m][1] = S::load(a.x + m * K + k + W);
+        xv[m][0] = S::load(x + m * K + k);
+        xv[m][1] = S::load(x + m * K + k + W);
       }
       TANDEM_UNROLL
       for (int r = 0; r < R; ++r) {
@@ -95,14 +98,14 @@ inline void gemv_block(const Fp8MatmulArgs& a, int64_t n) {
         const V wv = rem == W ? S::decode(w[r] + k) : S::decode_partial(w[r] + k, rem);
         TANDEM_UNROLL
         for (int m = 0; m < M; ++m) {
-          const V xm = rem == W ? S::load(a.x + m * K + k) : S::load_partial(a.x + m * K + k, rem);
+          const V xm = rem == W ? S::load(x + m * K + k) : S::load_partial(x + m * K + k, rem);
           part[m][r][0] = S::fma(wv, xm, part[m][r][0]);
         }
       }
     }
     TANDEM_UNROLL
     for (int r = 0; r < R; ++r) {
-      const V s = S::set1(srow[r][kb / bk] * kDecodeScale);
+      const V s = S::set1(srow[r][kb / bk]);
       TANDEM_UNROLL
       for (int m = 0; m < M; ++m) acc[m][r] = S::fma(S::add(part[m][r][0], part[m][r][1]), s, acc[m][r]);
     }
@@ -110,26 +113,50 @@ inline void gemv_block(const Fp8MatmulArgs& a, int64_t n) {
   TANDEM_UNROLL
   for (int m = 0; m < M; ++m)
     TANDEM_UNROLL
-    for (int r = 0; r < R; ++r) a.y[m * a.N + n + r] = S::reduce(acc[m][r]);
+    for (int r = 0; r < R; ++r)
+      a.y[m * a.N + n + r] = S::reduce(acc[m][r]) * pow2_half(out_exp) * pow2_rest(out_exp);
 }
 
 template <class S, int M>
-void gemv_rows(const Fp8MatmulArgs& a, int64_t n0, int64_t n1) {
+void gemv_rows(const Fp8MatmulArgs& a, const float* x, int out_exp, int64_t n0, int64_t n1) {
   constexpr int R = M == 1 ? 4 : (M == 2 ? 2 : 1);
   int64_t n = n0;
-  for (; n + R <= n1; n += R) gemv_block<S, M, R>(a, n);
-  for (; n < n1; ++n) gemv_block<S, M, 1>(a, n);
+  for (; n + R <= n1; n += R) gemv_block<S, M, R>(a, x, out_exp, n);
+  for (; n < n1; ++n) gemv_block<S, M, 1>(a, x, out_exp, n);
+}
+
+// Decoded codes carry a 2^-kDecodeShift factor. When that factor is large
+// (2^-120 for AVX2) the products with x would fall into float32's subnormal
+// range and lose precision, so x is first scaled by a power of two t that
+// brings its largest magnitude to 2^(kDecodeShift - 20); exact, undone at the
+// end. Returns t and fills `scaled` (or returns 0 and leaves x as is).
+template <class S>
+int scale_activations(const Fp8MatmulArgs& a, std::vector<float>& scaled) {
+  if (S::kDecodeShift <= 8) return 0;
+  const int64_t n = a.M * a.K;
+  float amax = 0.0f;
+  for (int64_t i = 0; i < n; ++i) amax = std::max(amax, std::fabs(a.x[i]));
+  if (amax == 0.0f || !std::isfinite(amax)) return 0;
+  const int t = S::kDecodeShift - 20 - std::ilogb(amax);
+  const float f1 = pow2_half(t), f2 = pow2_rest(t);
+  scaled.resize(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) scaled[i] = a.x[i] * f1 * f2;
+  return t;
 }
 
 template <class S, int M>
 void gemv(const Fp8MatmulArgs& a) {
+  thread_local std::vector<float> scaled;
+  const int t = scale_activations<S>(a, scaled);
+  const float* x = t == 0 ? a.x : scaled.data();
+  const int out_exp = S::kDecodeShift - t;
   // Small problems stay on one thread; otherwise each thread streams one
   // contiguous slab of weight rows.
   const int parts = a.N * a.K < (1 << 18) ? 1 : num_threads();
   parallel_for(parts, [&](int i) {
     int64_t lo, hi;
     split_range(a.N, parts, i, lo, hi);
-    gemv_rows<S, M>(a, lo, hi);
+    gemv_rows<S, M>(a, x, out_exp, lo, hi);
   });
 }
 
@@ -139,15 +166,17 @@ void decode_row(const Fp8MatmulArgs& a, int64_t n, int64_t k0, int64_t kc, float
   constexpr int W = S::W;
   const uint8_t* wrow = a.codes + n * a.K;
   const float* srow = a.scales + (n / a.bn) * a.scale_cols();
+  // Undo the decode factor first (exact), then apply the block scale.
+  const auto unit = S::set1(std::ldexp(1.0f, S::kDecodeShift));
   for (int64_t k = k0; k < k0 + kc;) {
     const int64_t seg_end = std::min(k0 + kc, (k / a.bk + 1) * a.bk);
-    const auto s = S::set1(srow[k / a.bk] * kDecodeScale);
+    const auto s = S::set1(srow[k / a.bk]);
     for (; k + W <= seg_end; k += W)
-      S::store(out + (k - k0), S::fma(S::decode(wrow + k), s, S::zero()));
+      S::store(out + (k - k0), S::mul(S::mul(S::decode(wrow + k), unit), s));
     if (k < seg_end) {
       const int r = static_cast<int>(seg_end - k);
       alignas(64) float tmp[W];
-      S::store(tmp, S::fma(S::decode_partial(wrow + k, r), s, S::zero()));
+      S::store(tmp, S::mul(S::mul(S::decode_partial(wrow + k, r), unit), s));
       std::copy(tmp, tmp + r, out + (k - k0));
       k = seg_end;
     }

@@ -17,6 +17,8 @@ struct SimdAvx512 {
   static V load(const float* p) { return _mm512_loadu_ps(p); }
   static void store(float* p, V v) { _mm512_storeu_ps(p, v); }
   static V fma(V a, V b, V c) { return _mm512_fmadd_ps(a, b, c); }
+  static constexpr int kDecodeShift = 8;  // fp16 trick below
+  static V mul(V a, V b) { return _mm512_mul_ps(a, b); }
   static V add(V a, V b) { return _mm512_add_ps(a, b); }
   static float reduce(V v) { return _mm512_reduce_add_ps(v); }
   static V load_partial(const float* p, int n) {

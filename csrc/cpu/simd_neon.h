@@ -19,6 +19,8 @@ struct SimdNeon {
   static V load(const float* p) { return vld1q_f32(p); }
   static void store(float* p, V v) { vst1q_f32(p, v); }
   static V fma(V a, V b, V c) { return vfmaq_f32(c, a, b); }
+  static constexpr int kDecodeShift = 8;  // fp16 trick below
+  static V mul(V a, V b) { return vmulq_f32(a, b); }
   static V add(V a, V b) { return vaddq_f32(a, b); }
   static float reduce(V v) { return vaddvq_f32(v); }
   static V load_partial(const float* p, int n) {
