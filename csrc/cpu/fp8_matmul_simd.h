@@ -48,8 +48,13 @@ inline void split_range(int64_t n, int parts, int i, int64_t& lo, int64_t& hi) {
 // L1/L2 serves R rows (x in float32 is 4 bytes per code byte, so without this
 // the x reads, not the weight stream, bound the kernel).
 // x is the activation scaled by 2^t (see gemv); out_exp = S::kDecodeShift - t.
+// With `prefetch`, the next R rows are fetched at the same column while these
+// are streamed: the hardware prefetcher needs a few misses to lock on to each
+// new row, which costs a third of the bandwidth when rows are short (K <= 2048).
+constexpr int kLine = 64;
+
 template <class S, int M, int R>
-inline void gemv_block(const Fp8MatmulArgs& a, const float* x, int out_exp, int64_t n) {
+inline void gemv_block(const Fp8MatmulArgs& a, const float* x, int out_exp, int64_t n, bool prefetch) {
   using V = typename S::V;
   constexpr int W = S::W;
   const int64_t K = a.K, bk = a.bk, sc = a.scale_cols();
@@ -72,8 +77,8 @@ inline void gemv_block(const Fp8MatmulArgs& a, const float* x, int out_exp, int6
     for (int m = 0; m < M; ++m)
       TANDEM_UNROLL
       for (int r = 0; r < R; ++r) part[m][r][0] = part[m][r][1] = S::zero();
-    int64_t k = kb;
-    for (; k + 2 * W <= kend; k += 2 * W) {
+    // 2W codes of every row against the M activation rows.
+    auto step = [&](int64_t k) __attribute__((always_inline)) {
       V xv[M][2];
       TANDEM_UNROLL
       for (int m = 0; m < M; ++m) {
@@ -90,7 +95,18 @@ inline void gemv_block(const Fp8MatmulArgs& a, const float* x, int out_exp, int6
           part[m][r][1] = S::fma(w1, xv[m][1], part[m][r][1]);
         }
       }
+    };
+    int64_t k = kb;
+    // One cache line of each row per iteration, with its prefetch.
+    for (; k + kLine <= kend; k += kLine) {
+      if (prefetch) {
+        TANDEM_UNROLL
+        for (int r = 0; r < R; ++r) __builtin_prefetch(w[r] + R * K + k);
+      }
+      TANDEM_UNROLL
+      for (int j = 0; j < kLine; j += 2 * W) step(k + j);
     }
+    for (; k + 2 * W <= kend; k += 2 * W) step(k);
     for (; k < kend; k += W) {
       const int rem = static_cast<int>(std::min<int64_t>(W, kend - k));
       TANDEM_UNROLL
@@ -121,8 +137,8 @@ template <class S, int M>
 void gemv_rows(const Fp8MatmulArgs& a, const float* x, int out_exp, int64_t n0, int64_t n1) {
   constexpr int R = M == 1 ? 4 : (M == 2 ? 2 : 1);
   int64_t n = n0;
-  for (; n + R <= n1; n += R) gemv_block<S, M, R>(a, x, out_exp, n);
-  for (; n < n1; ++n) gemv_block<S, M, 1>(a, x, out_exp, n);
+  for (; n + R <= n1; n += R) gemv_block<S, M, R>(a, x, out_exp, n, n + 2 * R <= n1);
+  for (; n < n1; ++n) gemv_block<S, M, 1>(a, x, out_exp, n, false);
 }
 
 // Decoded codes carry a 2^-kDecodeShift factor. When that factor is large
@@ -150,13 +166,18 @@ void gemv(const Fp8MatmulArgs& a) {
   const int t = scale_activations<S>(a, scaled);
   const float* x = t == 0 ? a.x : scaled.data();
   const int out_exp = S::kDecodeShift - t;
-  // Small problems stay on one thread; otherwise each thread streams one
-  // contiguous slab of weight rows.
-  const int parts = a.N * a.K < (1 << 18) ? 1 : num_threads();
+  // Small problems stay on one thread. Otherwise slabs of whole row groups of
+  // about 512 KB are claimed by whichever thread is free: with one slab per
+  // thread, a worker that is still waking up (tens of microseconds) left the
+  // caller streaming both halves alone.
+  constexpr int64_t kGroup = 4;
+  const int64_t groups = (a.N + kGroup - 1) / kGroup;
+  const int64_t want = a.N * a.K < (1 << 18) ? 1 : std::max<int64_t>(a.N * a.K >> 19, num_threads());
+  const int parts = static_cast<int>(std::min<int64_t>({want, groups, 16 * num_threads()}));
   parallel_for(parts, [&](int i) {
     int64_t lo, hi;
-    split_range(a.N, parts, i, lo, hi);
-    gemv_rows<S, M>(a, x, out_exp, lo, hi);
+    split_range(groups, parts, i, lo, hi);
+    gemv_rows<S, M>(a, x, out_exp, lo * kGroup, std::min(a.N, hi * kGroup));
   });
 }
 
