@@ -8,7 +8,6 @@ namespace {
 // What the attention kernel needs on top of the shared AVX2 traits.
 struct AttnAvx2 : SimdAvx2 {
   static V sub(V a, V b) { return _mm256_sub_ps(a, b); }
-  static V mul(V a, V b) { return _mm256_mul_ps(a, b); }
   static V max(V a, V b) { return _mm256_max_ps(a, b); }
   static V select_gt(V a, V b, V x, V y) {  // a > b ? x : y
     return _mm256_blendv_ps(y, x, _mm256_cmp_ps(a, b, _CMP_GT_OQ));
@@ -24,18 +23,6 @@ struct AttnAvx2 : SimdAvx2 {
     return _mm256_add_ps(_mm256_permute2f128_ps(a, b, 0x20), _mm256_permute2f128_ps(a, b, 0x31));
   }
 
-  // 2^x for x <= 0 (softmax arguments): 2^round(x) built in the exponent bits
-  // times a degree-6 polynomial for 2^f, f in [-1/2, 1/2] (Cephes exp2f,
-  // ~2 ulp). x <= -127 (and -inf) gives exactly 0.
-  static V exp2(V x) {
-    x = _mm256_max_ps(x, _mm256_set1_ps(-127.0f));
-    const V n = _mm256_round_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    const V f = _mm256_sub_ps(x, n);
-    V p = _mm256_set1_ps(attn::kExp2Poly[0]);
-    for (int i = 1; i < 7; ++i) p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(attn::kExp2Poly[i]));
-    const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
-    return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
-  }
 
   static V load_f16(const uint16_t* p) {
     return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));

@@ -4,6 +4,8 @@
 #include <immintrin.h>
 
 #include <cstdint>
+
+#include "cpu/exp2_poly.h"
 #include <cstring>
 
 namespace tandem::cpu {
@@ -54,6 +56,19 @@ struct SimdAvx2 {
     alignas(16) uint8_t buf[16] = {};
     std::memcpy(buf, p, n);
     return decode_bits(_mm_load_si128(reinterpret_cast<const __m128i*>(buf)));
+  }
+
+  // 2^x for x <= 0 (softmax arguments): 2^round(x) built in the exponent bits
+  // times a degree-6 polynomial for 2^f, f in [-1/2, 1/2] (Cephes exp2f,
+  // ~2 ulp). x <= -127 (and -inf) gives exactly 0.
+  static V exp2(V x) {
+    x = _mm256_max_ps(x, _mm256_set1_ps(-127.0f));
+    const V n = _mm256_round_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    const V f = _mm256_sub_ps(x, n);
+    V p = _mm256_set1_ps(kExp2Poly[0]);
+    for (int i = 1; i < 7; ++i) p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(kExp2Poly[i]));
+    const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+    return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
   }
 };
 

@@ -5,6 +5,8 @@
 
 #include <cstdint>
 
+#include "cpu/exp2_poly.h"
+
 namespace tandem::cpu {
 
 struct SimdAvx512 {
@@ -46,6 +48,17 @@ struct SimdAvx512 {
   }
   static V decode_partial(const uint8_t* p, int n) {
     return decode_bits(_mm_maskz_loadu_epi8(static_cast<__mmask16>((1u << n) - 1), p));
+  }
+
+  // 2^x for x <= 0: 2^round(x) in the exponent bits times the polynomial; x <= -127 gives 0.
+  static V exp2(V x) {
+    x = _mm512_max_ps(x, _mm512_set1_ps(-127.0f));
+    const V n = _mm512_roundscale_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    const V f = _mm512_sub_ps(x, n);
+    V p = _mm512_set1_ps(kExp2Poly[0]);
+    for (int i = 1; i < 7; ++i) p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(kExp2Poly[i]));
+    const __m512i e = _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(127)), 23);
+    return _mm512_mul_ps(p, _mm512_castsi512_ps(e));
   }
 };
 
