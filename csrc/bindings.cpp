@@ -21,6 +21,7 @@
 #include "fp8_quantize.h"
 #include "metal/plan_attention.h"
 #include "metal/plan_fp8_matmul.h"
+#include "pointwise.h"
 
 namespace nb = nanobind;
 using namespace nb::literals;
@@ -76,6 +77,16 @@ NB_MODULE(_ext, m) {
         "(B, Hq, Lq, Dv) in q's dtype. scale defaults to 1/sqrt(Dk); Hq a multiple of Hkv (GQA); with "
         "causal the queries are the last Lq of the Lk positions. float32 softmax and accumulation; K/V "
         "may be strided views into a larger cache (read in place).");
+
+  m.def("silu_mul", &tandem::silu_mul, "gate"_a, "up"_a, nb::kw_only(), "stream"_a = nb::none(),
+        "silu(gate) * up (SwiGLU) in float32, one rounding to the promoted dtype. CPU only.");
+  m.def("rope", &tandem::rope, "x"_a, "inv_freq"_a, "offset"_a, nb::kw_only(), "stream"_a = nb::none(),
+        "Rotate-half rotary embedding of x (B, L, H, D) at positions offset..offset+L-1 with float32 "
+        "inverse frequencies (dims/2,); features past dims pass through. CPU only.");
+  m.def("rms_norm", &tandem::rms_norm, "x"_a, "weight"_a, "eps"_a, nb::kw_only(), "stream"_a = nb::none(),
+        "x * rsqrt(mean(x^2, -1) + eps) * weight in float32. CPU only.");
+  m.def("add_rms_norm", &tandem::add_rms_norm, "x"_a, "residual"_a, "weight"_a, "eps"_a, nb::kw_only(),
+        "stream"_a = nb::none(), "(h, rms_norm(h)) with h = x + residual rounded to its dtype. CPU only.");
 
   m.def("cpu_isa", [] { return std::string(tandem::cpu::isa_name(tandem::cpu::active_isa())); },
         "The CPU kernel path in use (TANDEM_ISA overrides the detected one).");

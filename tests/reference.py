@@ -97,3 +97,24 @@ def attention(q, k, v, scale=None, causal=True):
     p = np.exp(s)
     p /= p.sum(axis=-1, keepdims=True)
     return np.einsum("bhqk,bhkd->bhqd", p, v)
+
+
+def rope(x, freqs, offset):
+    """transformers' apply_rotary_pos_emb in float64 on x (..., L, D) over the first 2 * len(freqs)
+    features (the rest pass through)."""
+    L, dims = x.shape[-2], 2 * len(freqs)
+    ang = np.arange(offset, offset + L)[:, None] * np.asarray(freqs, np.float64)[None, :]
+    cos, sin = np.cos(np.concatenate([ang, ang], -1)), np.sin(np.concatenate([ang, ang], -1))
+    r = x[..., :dims]
+    x1, x2 = r[..., :dims // 2], r[..., dims // 2:]
+    return np.concatenate([r * cos + np.concatenate([-x2, x1], -1) * sin, x[..., dims:]], -1)
+
+
+def silu_mul(g, u):
+    g = np.asarray(g, np.float64)
+    return g / (1.0 + np.exp(-g)) * np.asarray(u, np.float64)
+
+
+def rms_norm(x, w, eps):
+    x = np.asarray(x, np.float64)
+    return x / np.sqrt(np.mean(x * x, -1, keepdims=True) + eps) * np.asarray(w, np.float64)

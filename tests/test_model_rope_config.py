@@ -12,6 +12,8 @@ from hypothesis import given, strategies as st
 from mlx_tandem.models import ModelArgs, model_class
 from mlx_tandem.rope import RoPE, inv_freq
 
+import reference as ref
+
 GOLDEN = os.path.join(os.path.dirname(__file__), "golden")
 
 
@@ -24,15 +26,6 @@ def test_inv_freq_matches_transformers(name):
     np.testing.assert_allclose(got, g[name], rtol=1e-6)
 
 
-def rotate_half_reference(x, freqs, offset):
-    """transformers' apply_rotary_pos_emb in float64."""
-    L, D = x.shape[-2:]
-    ang = np.arange(offset, offset + L)[:, None] * freqs[None, :]
-    cos, sin = np.cos(np.concatenate([ang, ang], -1)), np.sin(np.concatenate([ang, ang], -1))
-    x1, x2 = x[..., :D // 2], x[..., D // 2:]
-    return x * cos + np.concatenate([-x2, x1], -1) * sin
-
-
 @given(L=st.sampled_from([1, 3, 17]), offset=st.sampled_from([0, 5, 700]),
        kind=st.sampled_from(["default", "linear", "dynamic", "llama3"]))
 def test_rope_matches_rotate_half_reference(L, offset, kind):
@@ -41,10 +34,11 @@ def test_rope_matches_rotate_half_reference(L, offset, kind):
                "llama3": {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
                           "high_freq_factor": 4.0, "original_max_position_embeddings": 64}}[kind]
     x = np.random.default_rng(L + offset).standard_normal((1, 2, L, 32)).astype(np.float32)
-    got = np.array(RoPE(32, 10000.0, scaling, 512)(mx.array(x), offset))
+    # RoPE takes the projections' (B, L, H, D) layout
+    got = np.array(RoPE(32, 10000.0, scaling, 512)(mx.array(x.transpose(0, 2, 1, 3)), offset)).transpose(0, 2, 1, 3)
     # dynamic NTK grows the base with the longest position of this call
     freqs = inv_freq(32, 10000.0, scaling, seq_len=offset + L, max_position_embeddings=512)
-    np.testing.assert_allclose(got, rotate_half_reference(x.astype(np.float64), freqs, offset),
+    np.testing.assert_allclose(got, ref.rope(x.astype(np.float64), freqs, offset),
                                atol=2e-4, rtol=1e-4)
 
 

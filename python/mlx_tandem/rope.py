@@ -9,6 +9,8 @@ import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 
+from . import fused
+
 SUPPORTED = ("default", "linear", "dynamic", "llama3")
 
 
@@ -41,22 +43,24 @@ def inv_freq(dim: int, theta: float, scaling: dict | None, seq_len: int | None =
 
 
 class RoPE(nn.Module):
+    """Applied to x laid out (B, L, H, D) (fused.rope: our op on CPU, mx.fast.rope on a GPU)."""
+
     def __init__(self, dim: int, theta: float, scaling: dict | None, max_position_embeddings: int):
         super().__init__()
         self.dim, self.theta, self.scaling = dim, theta, scaling
         self.max_pos = max_position_embeddings
         self.dynamic = (scaling or {}).get("rope_type") == "dynamic"
-        self._periods = self._make(None)  # mx.fast.rope wants periods, i.e. 1 / inv_freq
+        self._freqs = self._make(None)
 
     def _make(self, seq_len):
         f = inv_freq(self.dim, self.theta, self.scaling, seq_len, self.max_pos)
-        return mx.array((1.0 / f).astype(np.float32))
+        # mx.fast.rope wants periods, i.e. 1 / inv_freq
+        return mx.array(f.astype(np.float32)), mx.array((1.0 / f).astype(np.float32))
 
     def __call__(self, x: mx.array, offset: int = 0) -> mx.array:
-        periods = self._periods
-        end = offset + x.shape[-2]
+        freqs, periods = self._freqs
+        end = offset + x.shape[1]
         if self.dynamic and end > self.max_pos:
             # transformers grows the NTK base with the longest position seen in the forward pass
-            periods = self._make(end)
-        return mx.fast.rope(x, self.dim, traditional=False, base=None, scale=1.0, offset=offset,
-                            freqs=periods)
+            freqs, periods = self._make(end)
+        return fused.rope(x, freqs, periods, offset)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import mlx.core as mx
 import mlx.nn as nn
 
-from .. import _ext
+from .. import _ext, fused
 from ..nn import FP8Linear
 from ..rope import RoPE
 from .base import ModelArgs
@@ -28,15 +28,16 @@ class Attention(nn.Module):
 
     def __call__(self, x: mx.array, cache: KVCache | None = None) -> mx.array:
         B, L, _ = x.shape
-        q = self.q_proj(x).reshape(B, L, self.n_heads, -1).transpose(0, 2, 1, 3)
-        k = self.k_proj(x).reshape(B, L, self.n_kv_heads, -1).transpose(0, 2, 1, 3)
+        q = self.q_proj(x).reshape(B, L, self.n_heads, -1)
+        k = self.k_proj(x).reshape(B, L, self.n_kv_heads, -1)
         v = self.v_proj(x).reshape(B, L, self.n_kv_heads, -1).transpose(0, 2, 1, 3)
         offset = cache.offset if cache is not None else 0
         if self.sliding_window and offset + L > self.sliding_window:
             raise ValueError(f"attention: sequence of {offset + L} tokens exceeds the sliding window "
                              f"({self.sliding_window}), which fused_attention does not implement")
-        q = self.rope(q, offset)
-        k = self.rope(k, offset)
+        # RoPE in the projections' (B, L, H, D) layout, then (B, H, L, D) views for attention
+        q = self.rope(q, offset).transpose(0, 2, 1, 3)
+        k = self.rope(k, offset).transpose(0, 2, 1, 3)
         if cache is not None:
             k, v = cache.update_and_fetch(k, v)
         o = self.attend(q, k, v)
@@ -56,7 +57,7 @@ class MLP(nn.Module):
         self.down_proj = FP8Linear(hidden, dim, bias, block_size)
 
     def __call__(self, x):
-        return self.down_proj(nn.silu(self.gate_proj(x)) * self.up_proj(x))
+        return self.down_proj(fused.silu_mul(self.gate_proj(x), self.up_proj(x)))
 
 
 class TransformerBlock(nn.Module):
@@ -68,8 +69,9 @@ class TransformerBlock(nn.Module):
         self.post_attention_layernorm = nn.RMSNorm(args.hidden_size, eps=args.rms_norm_eps)
 
     def __call__(self, x, cache=None):
-        h = x + self.self_attn(self.input_layernorm(x), cache)
-        return h + self.mlp(self.post_attention_layernorm(h))
+        r = self.self_attn(fused.rms_norm(x, self.input_layernorm), cache)
+        h, n = fused.add_rms_norm(x, r, self.post_attention_layernorm)
+        return h + self.mlp(n)
 
 
 class LlamaModel(nn.Module):
@@ -155,7 +157,7 @@ class Model(nn.Module):
             h = layer(h, c)
         if not m.is_last:
             return h
-        h = m.norm(h)
+        h = fused.rms_norm(h, m.norm)
         if "lm_head" in self:
             return self.lm_head(h)
         return m.embed_tokens.as_linear(h)
