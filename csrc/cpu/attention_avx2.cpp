@@ -16,13 +16,11 @@ struct AttnAvx2 : SimdAvx2 {
     return _mm256_blendv_ps(y, x, _mm256_cmp_ps(a, b, _CMP_EQ_OQ));
   }
   static bool all_eq(V a, V b) { return _mm256_movemask_ps(_mm256_cmp_ps(a, b, _CMP_EQ_OQ)) == 0xFF; }
-  // Lane i = sum of the lanes of t[i]: a transposing reduction of 8 vectors.
-  static V reduce_rows(const V* t) {
+  // dst[i] = sum of the lanes of t[i], i < 4: a transposing reduction.
+  static void reduce4(float* dst, const V* t) {
     const V a = _mm256_hadd_ps(_mm256_hadd_ps(t[0], t[1]), _mm256_hadd_ps(t[2], t[3]));
-    const V b = _mm256_hadd_ps(_mm256_hadd_ps(t[4], t[5]), _mm256_hadd_ps(t[6], t[7]));
-    return _mm256_add_ps(_mm256_permute2f128_ps(a, b, 0x20), _mm256_permute2f128_ps(a, b, 0x31));
+    _mm_storeu_ps(dst, _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1)));
   }
-
 
   static V load_f16(const uint16_t* p) {
     return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));

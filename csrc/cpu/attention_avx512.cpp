@@ -17,6 +17,13 @@ struct AttnAvx512 : SimdAvx512 {
     return _mm512_mask_blend_ps(_mm512_cmp_ps_mask(a, b, _CMP_EQ_OQ), y, x);
   }
   static bool all_eq(V a, V b) { return _mm512_cmp_ps_mask(a, b, _CMP_EQ_OQ) == 0xFFFF; }
+  // dst[i] = sum of the lanes of t[i], i < 4: halves folded, then as AttnAvx2.
+  static void reduce4(float* dst, const V* t) {
+    __m256 h[4];
+    for (int i = 0; i < 4; ++i) h[i] = _mm256_add_ps(_mm512_castps512_ps256(t[i]), _mm512_extractf32x8_ps(t[i], 1));
+    const __m256 a = _mm256_hadd_ps(_mm256_hadd_ps(h[0], h[1]), _mm256_hadd_ps(h[2], h[3]));
+    _mm_storeu_ps(dst, _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1)));
+  }
 
 
   static V load_f16(const uint16_t* p) {

@@ -98,6 +98,8 @@ void store_row(const float* src, float mul, int64_t n, T* dst) {
   for (; i < n; ++i) from_f32(src[i] * mul, dst + i);
 }
 
+inline int64_t elem_size(ElemType t) { return t == ElemType::F32 ? 4 : 2; }
+
 // How the problem is cut into tasks.
 struct Plan {
   int64_t G;       // query heads per KV head
@@ -109,6 +111,7 @@ struct Plan {
   int64_t BH;      // B * Hkv
   int64_t Dkp, Dvp;  // head dims rounded up to whole vectors
   bool decode;     // a tile is at most one vector of rows: dot-product path
+  int64_t prefetch_keys;  // decode: how far ahead of the scores K/V rows are requested
   int64_t tasks() const { return tiles * BH * nsplit; }
 };
 
@@ -131,7 +134,9 @@ Plan make_plan(const AttentionArgs& a) {
   const bool one_tile = a.Lq <= 32 && p.rows * (a.Dk + p.Dvp) * 4 <= (640 << 10);
   p.RT = p.decode || one_tile ? p.rows : std::min(rt, round_up(p.rows, W));
   p.tiles = ceil_div(p.rows, p.RT);
-  p.KB = p.decode ? 256 : 64;
+  p.KB = p.decode ? 240 : 64;  // decode: whole chunks of 24 keys (decode_scores)
+  // ~32 KB of K and V ahead: beyond what the hardware prefetcher covers, well inside L2.
+  p.prefetch_keys = std::max<int64_t>(8, (32 << 10) / ((a.Dk + a.Dv) * elem_size(a.type)));
   // Too few units to keep every thread busy (decode): split the keys. Several
   // tasks per thread keep the tail short when a thread is slowed down.
   const int64_t units = p.BH * p.tiles, want = 8 * num_threads();
@@ -204,8 +209,8 @@ void softmax_block(const TileState& t, int64_t n) {
 }
 
 // O (R x Dvp) += P V for one block, V rows typed as stored. For decode the
-// row panel shrinks with the number of rows and the column panel widens
-// (8-12 accumulators), and the block is visited in chunks of keys so the V
+// row panel is at most 4 rows (4 x 3 vectors: 7 loads per 12 FMAs) and widens
+// in columns as rows get fewer, and the block is visited in chunks of keys so the V
 // rows a chunk touches stay in L1 while every column panel passes over them.
 template <class S, class TV>
 void pv_block(const TileState& t, int64_t n, const TV* v, int64_t ldv) {
@@ -217,9 +222,7 @@ void pv_block(const TileState& t, int64_t n, const TV* v, int64_t ldv) {
     const int64_t nj = std::min(chunk, n - j);
     const float* p = t.st + j * t.Rp;
     const TV* vj = v + j * ldv;
-    if (t.R > 4)
-      gemm_block<S, 8, 1, true>(t.R, nv, nj, p, t.Rp, vj, ldv, t.o, t.Dvp, true);
-    else if (t.R > 2)
+    if (t.R > 2)
       gemm_block<S, 4, 3, true>(t.R, nv, nj, p, t.Rp, vj, ldv, t.o, t.Dvp, true);
     else
       gemm_block<S, 2, 6, true>(t.R, nv, nj, p, t.Rp, vj, ldv, t.o, t.Dvp, true);
@@ -267,15 +270,17 @@ class TaskRunner {
     std::fill(t.o, t.o + Rp * p.Dvp, 0.0f);
     std::fill(t.st, t.st + KB * Rp, 0.0f);
 
-    // Q' = Q * scale * log2(e): rows [R][Dkp] for decode, transposed [Dk][Rp]
-    // (padding rows zero) for the prefill micro-kernel.
+    // Q' = Q * scale * log2(e): packed [Dkp / W][RQ][W] for decode (rows
+    // padded to whole panels of 4 with zeros), transposed [Dk][Rp] (padding
+    // rows zero) for the prefill micro-kernel.
     const float qscale = a.scale * kLog2e;
-    float* q = w.q.get(p.decode ? R * p.Dkp : Dk * Rp + p.Dkp);
+    const int64_t RQ = round_up(R, 4);
+    float* q = w.q.get(p.decode ? (RQ + 1) * p.Dkp : Dk * Rp + p.Dkp);
     if (p.decode) {
-      for (int64_t r = 0; r < R; ++r) {
-        float* qr = q + r * p.Dkp;
-        load_row<S>(q_row(b, kvh, r0 + r), Dk, p.Dkp, qr);
-        for (int64_t d = 0; d < Dk; ++d) qr[d] *= qscale;
+      float* row = q + RQ * p.Dkp;
+      for (int64_t r = 0; r < RQ; ++r) {
+        if (r < R) load_row<S>(q_row(b, kvh, r0 + r), Dk, p.Dkp, row);
+        for (int64_t d = 0; d < p.Dkp; ++d) q[(d / W * RQ + r) * W + d % W] = r < R ? row[d] * qscale : 0.0f;
       }
     } else {
       float* row = q + Dk * Rp;
@@ -288,12 +293,25 @@ class TaskRunner {
     const T* k = static_cast<const T*>(a.k) + b * a.ks[0] + kvh * a.ks[1];
     const T* v = static_cast<const T*>(a.v) + b * a.vs[0] + kvh * a.vs[1];
     const int64_t first_masked = qoff + p_first + 1;  // keys from here on are masked for some row
+    // Decode streams K and V once: the rows of the first kPrefetchKeys keys
+    // are requested now, then each score tile requests as many keys ahead.
+    Prefetch pf;
+    if (p.decode) {
+      pf.k = reinterpret_cast<const char*>(k + k_lo * a.ks[2]);
+      pf.v = reinterpret_cast<const char*>(v + k_lo * a.vs[2]);
+      pf.ldk = a.ks[2] * static_cast<int64_t>(sizeof(T));
+      pf.ldv = a.vs[2] * static_cast<int64_t>(sizeof(T));
+      pf.k_bytes = Dk * static_cast<int64_t>(sizeof(T));
+      pf.v_bytes = Dv * static_cast<int64_t>(sizeof(T));
+      pf.left = k_hi - k_lo;
+      pf.rows(p.prefetch_keys);
+    }
     for (int64_t kb0 = k_lo; kb0 < k_hi; kb0 += KB) {
       const int64_t n = std::min(KB, k_hi - kb0);
       const T* kb = k + kb0 * a.ks[2];
       const T* vb = v + kb0 * a.vs[2];
       if (p.decode)
-        decode_scores(w, t, q, kb, vb, n, std::min(KB, k_hi - kb0 - n));
+        decode_scores(w, t, q, RQ, kb, n, pf);
       else
         prefill_scores(w, t, q, kb, n);
       if (a.causal && kb0 + n > first_masked) mask_block<S>(t, kb0, n, first_masked);
@@ -331,35 +349,28 @@ class TaskRunner {
     return static_cast<const T*>(a_.q) + b * a_.qs[0] + (kvh * p_.G + g) * a_.qs[1] + pos * a_.qs[2];
   }
 
-  // Decode: S^T rows by dot products, K read as stored (widened to a small
-  // buffer only when Dk is not a whole number of vectors). While a block is
-  // computed, the dot loop fetches the K and V rows of the next block (n_next
-  // keys), so memory streams under the FMAs.
-  void decode_scores(Work& w, const TileState& t, const float* q, const T* k, const T* v,
-                     int64_t n, int64_t n_next) const {
-    const int64_t Dk = a_.Dk, Dkp = p_.Dkp, ldk = a_.ks[2], ldv = a_.vs[2], chunk = 16;
+  // Decode: S^T by dot products over chunks of keys small enough to stay in
+  // L1 while every panel of 4 rows passes over them. K is read as stored
+  // (widened to a small buffer only when Dk is not a whole number of vectors).
+  void decode_scores(Work& w, const TileState& t, const float* qp, int64_t RQ, const T* k, int64_t n,
+                     Prefetch& pf) const {
+    constexpr int W = S::W;
+    const int64_t Dk = a_.Dk, Dkp = p_.Dkp, ldk = a_.ks[2], nd = Dkp / W, ldq = RQ * W;
+    constexpr int64_t chunk = 24;  // a multiple of every key tile width (8, 6, 4, 3)
     const bool k_direct = Dk == Dkp;
     float* kbuf = k_direct ? nullptr : w.k.get(chunk * Dkp);
     for (int64_t j = 0; j < n; j += chunk) {
       const int64_t nj = std::min(chunk, n - j);
-      Prefetch pf;
-      if (j + nj <= n_next) {
-        pf.k = reinterpret_cast<const char*>(k + (n + j) * ldk);
-        pf.v = reinterpret_cast<const char*>(v + (n + j) * ldv);
-        pf.ldk = ldk * static_cast<int64_t>(sizeof(T));
-        pf.ldv = ldv * static_cast<int64_t>(sizeof(T));
-        pf.v_bytes = a_.Dv * static_cast<int64_t>(sizeof(T));
-      }
       if (!k_direct)
         for (int64_t i = 0; i < nj; ++i) load_row<S>(k + (j + i) * ldk, Dk, Dkp, kbuf + i * Dkp);
-      for (int64_t r = 0; r < t.R; r += 8) {
-        const int mr = static_cast<int>(std::min<int64_t>(8, t.R - r));
+      for (int64_t r = 0; r < t.R; r += 4) {
+        const int mr = static_cast<int>(std::min<int64_t>(4, t.R - r));
         float* c = t.st + j * t.Rp + r;
-        const Prefetch& p = r == 0 ? pf : Prefetch{};
+        Prefetch* f = r == 0 ? &pf : nullptr;
         if (k_direct)
-          dot_rows<S>(mr, nj, Dkp, q + r * Dkp, Dkp, k + j * ldk, ldk, c, t.Rp, p);
+          dot_rows<S>(mr, nj, nd, qp + r * W, ldq, k + j * ldk, ldk, c, t.Rp, f);
         else
-          dot_rows<S>(mr, nj, Dkp, q + r * Dkp, Dkp, static_cast<const float*>(kbuf), Dkp, c, t.Rp, p);
+          dot_rows<S>(mr, nj, nd, qp + r * W, ldq, static_cast<const float*>(kbuf), Dkp, c, t.Rp, f);
       }
     }
   }

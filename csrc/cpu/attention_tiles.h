@@ -7,10 +7,9 @@
 // loop (the BLIS micro-kernel). ACol says how A is stored: A(m, k) =
 // A[k*lda + m] (column-major, e.g. P^T) or A[m*lda + k] (row-major, e.g. K).
 //
-// dot: C[n][m] = Q[m] . K[n] for MR query rows and NK keys, vectorised along
-// the head dimension so K rows are read as vectors straight from the cache
-// (decode: no conversion pass, each K element loaded once per group). With
-// W = 8 the rows of C must hold 8 floats (lanes past MR are written as 0).
+// dot: C[n][m] = Q[m] . K[n] for up to 4 query rows and NK keys, vectorised
+// along the head dimension so K rows are read as vectors straight from the
+// cache (decode: no conversion pass). Rows of C get 4 floats per row panel.
 #pragma once
 
 #include <cstdint>
@@ -89,90 +88,91 @@ void gemm_block(int64_t m, int64_t nv, int64_t kc, const float* A, int64_t lda, 
   });
 }
 
-// Rows of K and V a block ahead, fetched towards L2 a cache line at a time from
-// inside the dot loop: the requests are spread evenly over the FMAs, so memory
-// streams while this block is computed without bursts that fill the miss queue.
+// Fetches towards L2 the K and V rows of nk keys that a later tile will read,
+// a cache line at a time; issued once per tile, outside its FMA loop, so the
+// stream runs ahead of the compute without branches in the hot loop.
 struct Prefetch {
-  const char* k = nullptr;  // nullptr: nothing to fetch
+  const char* k = nullptr;  // first K row to fetch; nullptr: nothing to fetch
   const char* v = nullptr;
-  int64_t ldk = 0, ldv = 0, v_bytes = 0;  // row strides and V row length, bytes
+  int64_t ldk = 0, ldv = 0, k_bytes = 0, v_bytes = 0;  // row strides and lengths, bytes
+  int64_t left = 0;  // rows still worth fetching (the task's key range ends)
+
+  void rows(int64_t nk) {
+    const int64_t m = nk < left ? nk : left;
+    if (m <= 0) return;
+    for (int64_t n = 0; n < m; ++n) {
+      for (int64_t off = 0; off < k_bytes; off += 64) __builtin_prefetch(k + n * ldk + off, 0, 2);
+      for (int64_t off = 0; off < v_bytes; off += 64) __builtin_prefetch(v + n * ldv + off, 0, 2);
+    }
+    k += m * ldk;
+    v += m * ldv;
+    left -= m;
+  }
 };
 
+// C[n][0 .. 4) = Q[m] . K[n] for MR <= 4 query rows (lanes past MR get 0)
+// and NK keys. Q is packed [d / W][RQ][W] (one pointer, constant offsets, so
+// the loop needs few registers); K rows are read as stored. The smaller of
+// the two operand sets stays in registers; each accumulator is reduced once.
 template <class S, int MR, int NK, class TK>
-inline void dot(int64_t d_len, const float* Q, int64_t ldq, const TK* K, int64_t ldk, float* C,
-                int64_t ldc, const Prefetch& pf) {
+inline void dot(int64_t nd, const float* qp, int64_t ldq, const TK* K, int64_t ldk, float* C,
+                int64_t ldc) {
   using V = typename S::V;
   constexpr int W = S::W;
-  constexpr int64_t line = 64 / sizeof(TK);  // elements per cache line
   V acc[MR][NK];
   for (int m = 0; m < MR; ++m)
     for (int n = 0; n < NK; ++n) acc[m][n] = S::zero();
-  for (int64_t d = 0; d < d_len; d += W) {
-    if (pf.k && d % line == 0) {
-      const int64_t off = d * static_cast<int64_t>(sizeof(TK));
+  for (int64_t i = 0; i < nd; ++i, qp += ldq) {
+    const TK* kd = K + i * W;
+    if constexpr (MR >= NK) {
+      V k[NK];
+      for (int n = 0; n < NK; ++n) k[n] = vload<S>(kd + n * ldk);
+      for (int m = 0; m < MR; ++m) {
+        const V q = S::load(qp + m * W);
+        for (int n = 0; n < NK; ++n) acc[m][n] = S::fma(q, k[n], acc[m][n]);
+      }
+    } else {
+      V q[MR];
+      for (int m = 0; m < MR; ++m) q[m] = S::load(qp + m * W);
       for (int n = 0; n < NK; ++n) {
-        __builtin_prefetch(pf.k + n * pf.ldk + off, 0, 2);
-        if (off < pf.v_bytes) __builtin_prefetch(pf.v + n * pf.ldv + off, 0, 2);
+        const V k = vload<S>(kd + n * ldk);
+        for (int m = 0; m < MR; ++m) acc[m][n] = S::fma(q[m], k, acc[m][n]);
       }
     }
-    V k[NK];
-    for (int n = 0; n < NK; ++n) k[n] = vload<S>(K + n * ldk + d);
-    for (int m = 0; m < MR; ++m) {
-      const V q = S::load(Q + m * ldq + d);
-      for (int n = 0; n < NK; ++n) acc[m][n] = S::fma(q, k[n], acc[m][n]);
-    }
   }
-  if (pf.k)  // V rows longer than K rows
-    for (int64_t off = d_len * static_cast<int64_t>(sizeof(TK)); off < pf.v_bytes; off += 64)
-      for (int n = 0; n < NK; ++n) __builtin_prefetch(pf.v + n * pf.ldv + off, 0, 2);
-  if constexpr (W == 8) {
-    // One transposed reduction per key fills the whole row of C (rows past MR get 0).
-    for (int n = 0; n < NK; ++n) {
-      V t[8];
-      for (int m = 0; m < 8; ++m) t[m] = m < MR ? acc[m][n] : S::zero();
-      S::store(C + n * ldc, S::reduce_rows(t));
-    }
-  } else {
-    for (int n = 0; n < NK; ++n)
-      for (int m = 0; m < MR; ++m) C[n * ldc + m] = S::reduce(acc[m][n]);
+  for (int n = 0; n < NK; ++n) {
+    V t[4];
+    for (int m = 0; m < 4; ++m) t[m] = m < MR ? acc[m][n] : S::zero();
+    S::reduce4(C + n * ldc, t);
   }
 }
 
-// C[j][0..mr) for keys j < nk: NK keys at a time, single keys at the end.
+// C[j][0 .. 4) for keys j < nk: NK keys at a time, single keys at the end;
+// each tile first fetches the rows `pf` points at, as many keys as it reads.
 template <class S, int MR, int NK, class TK>
-void dot_keys(int64_t nk, int64_t d_len, const float* Q, int64_t ldq, const TK* K, int64_t ldk,
-              float* C, int64_t ldc, Prefetch pf) {
-  const Prefetch none;
-  for (int64_t j = 0; j < nk;) {
-    const Prefetch& p = pf.k ? pf : none;
-    if (j + NK <= nk) {
-      dot<S, MR, NK>(d_len, Q, ldq, K + j * ldk, ldk, C + j * ldc, ldc, p);
-      j += NK;
-      pf.k += NK * pf.ldk;
-      pf.v += NK * pf.ldv;
-    } else {
-      dot<S, MR, 1>(d_len, Q, ldq, K + j * ldk, ldk, C + j * ldc, ldc, p);
-      j += 1;
-      pf.k += pf.ldk;
-      pf.v += pf.ldv;
-    }
+void dot_keys(int64_t nk, int64_t nd, const float* qp, int64_t ldq, const TK* K, int64_t ldk,
+              float* C, int64_t ldc, Prefetch* pf) {
+  int64_t j = 0;
+  for (; j + NK <= nk; j += NK) {
+    if (pf) pf->rows(NK);
+    dot<S, MR, NK>(nd, qp, ldq, K + j * ldk, ldk, C + j * ldc, ldc);
+  }
+  for (; j < nk; ++j) {
+    if (pf) pf->rows(1);
+    dot<S, MR, 1>(nd, qp, ldq, K + j * ldk, ldk, C + j * ldc, ldc);
   }
 }
 
-// Scores of mr <= 8 query rows against nk keys; the key tile widens as rows
-// get fewer so there are always enough independent accumulators.
+// Scores of rows [r0, r0 + mr) (mr <= 4) against nk keys; the key tile widens
+// as rows get fewer so there are always 8-12 independent accumulators.
 template <class S, class TK>
-void dot_rows(int mr, int64_t nk, int64_t d_len, const float* Q, int64_t ldq, const TK* K,
-              int64_t ldk, float* C, int64_t ldc, const Prefetch& pf) {
+void dot_rows(int mr, int64_t nk, int64_t nd, const float* qp, int64_t ldq, const TK* K, int64_t ldk,
+              float* C, int64_t ldc, Prefetch* pf) {
   switch (mr) {
-    case 1: return dot_keys<S, 1, 8>(nk, d_len, Q, ldq, K, ldk, C, ldc, pf);
-    case 2: return dot_keys<S, 2, 6>(nk, d_len, Q, ldq, K, ldk, C, ldc, pf);
-    case 3: return dot_keys<S, 3, 4>(nk, d_len, Q, ldq, K, ldk, C, ldc, pf);
-    case 4: return dot_keys<S, 4, 3>(nk, d_len, Q, ldq, K, ldk, C, ldc, pf);
-    case 5: return dot_keys<S, 5, 2>(nk, d_len, Q, ldq, K, ldk, C, ldc, pf);
-    case 6: return dot_keys<S, 6, 2>(nk, d_len, Q, ldq, K, ldk, C, ldc, pf);
-    case 7: return dot_keys<S, 7, 1>(nk, d_len, Q, ldq, K, ldk, C, ldc, pf);
-    default: return dot_keys<S, 8, 1>(nk, d_len, Q, ldq, K, ldk, C, ldc, pf);
+    case 1: return dot_keys<S, 1, 8>(nk, nd, qp, ldq, K, ldk, C, ldc, pf);
+    case 2: return dot_keys<S, 2, 6>(nk, nd, qp, ldq, K, ldk, C, ldc, pf);
+    case 3: return dot_keys<S, 3, 4>(nk, nd, qp, ldq, K, ldk, C, ldc, pf);
+    default: return dot_keys<S, 4, 3>(nk, nd, qp, ldq, K, ldk, C, ldc, pf);
   }
 }
 
