@@ -8,11 +8,14 @@
 #include <nanobind/stl/string.h>
 #include <nanobind/stl/tuple.h>
 #include <nanobind/stl/variant.h>
+#include <nanobind/stl/vector.h>
 #include <nanobind/stl/optional.h>
 #include <nanobind/stl/array.h>
 #include <nanobind/ndarray.h>
 
 #include "attention.h"
+#include "mlx/transforms.h"
+#include "cpu/hugepages.h"
 #include "cpu/isa.h"
 #include "cpu/stream_read.h"
 #include "cpu/thread_pool.h"
@@ -98,6 +101,19 @@ NB_MODULE(_ext, m) {
         return tandem::cpu::stream_read(buf.data(), static_cast<int64_t>(buf.size()));
       },
       "buf"_a, "Benchmark anchor: read a contiguous uint8 numpy buffer once with the kernel pool.");
+  m.def(
+      "advise_hugepages",
+      [](std::vector<mx::array> arrays) {
+        mx::eval(arrays);
+        int64_t total = 0;
+        for (auto& a : arrays)
+          if (a.data_size() && a.flags().contiguous)
+            total += tandem::cpu::advise_hugepages(a.data<uint8_t>(), a.data_size() * a.itemsize());
+        return total;
+      },
+      "arrays"_a,
+      "Back the (evaluated) arrays' memory with 2 MB pages where the OS allows (Linux THP, "
+      "MADV_COLLAPSE); returns the bytes now in huge pages. Weight streaming is a few percent faster.");
   m.def("num_threads", &tandem::cpu::num_threads, "Threads in the kernel pool.");
 
   m.def(

@@ -11,7 +11,7 @@ from mlx.utils import tree_flatten, tree_unflatten
 
 from . import _ext
 from .models import ModelArgs, model_class
-from .nn import FP8Linear
+from .nn import FP8Linear, use_huge_pages
 from .safetensors_io import SafetensorsFile
 
 _DTYPES = {"bfloat16": mx.bfloat16, "float16": mx.float16, "float32": mx.float32}
@@ -138,6 +138,7 @@ def load_model(path: str, layer_range: tuple[int, int] | None = None, dtype=None
     model.update(tree_unflatten(loaded))
     model.tie_head()
     mx.eval(model.parameters())
+    use_huge_pages(model)
     return model, config
 
 

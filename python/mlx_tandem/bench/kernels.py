@@ -6,6 +6,7 @@ import mlx.core as mx
 import numpy as np
 
 import mlx_tandem as tdm
+from mlx_tandem import _ext
 
 from .timing import fmt_table, measure, numpy_sgemm_flops, read_bandwidth
 
@@ -27,7 +28,9 @@ def fresh_fp8_weight(n, k, seed):
     codes = rng.integers(0, 0xFE, size=(n, k), dtype=np.uint8)
     codes[(codes & 0x7F) == 0x7F] = 0x7E
     scales = rng.uniform(1e-3, 1e-2, size=(-(-n // 128), -(-k // 128))).astype(np.float32)
-    return mx.array(codes), mx.array(scales)
+    codes, scales = mx.array(codes), mx.array(scales)
+    _ext.advise_hugepages([codes])  # 2 MB pages, as load() places weights (and numpy the anchor's buffer)
+    return codes, scales
 
 
 def mlx_anchors(m, n, k, reps):

@@ -17,7 +17,7 @@ from mlx.utils import tree_flatten, tree_unflatten
 
 from .. import _ext
 from ..models import ModelArgs, model_class
-from ..nn import FP8Linear
+from ..nn import FP8Linear, use_huge_pages
 
 
 def add_arguments(parser):
@@ -65,6 +65,7 @@ def build_fp8(a) -> nn.Module:
     model.update(tree_unflatten(updates))
     model.tie_head()  # the FP8 head from the embedding
     mx.eval(model.parameters())
+    use_huge_pages(model)  # as load() places weights
     return model
 
 
