@@ -61,6 +61,8 @@ def generate_step(model, prompt: mx.array, *, temperature=0.0, top_p=1.0, top_k=
 
     def step(tokens, key):
         logits = model(tokens[None], cache=cache)[:, -1, :]
+        if temperature == 0:  # greedy: no key to split (one op less per token)
+            return sample(logits, temperature, top_p, top_k, key)[0], key
         k1, k2 = mx.random.split(key)
         return sample(logits, temperature, top_p, top_k, k1)[0], k2
 

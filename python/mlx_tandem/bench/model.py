@@ -17,6 +17,7 @@ from mlx.utils import tree_flatten, tree_unflatten
 
 from .. import _ext
 from ..models import ModelArgs, model_class
+from ..generate import generate_step
 from ..nn import FP8Linear, use_huge_pages
 
 
@@ -111,19 +112,20 @@ def weight_bytes_per_token(model) -> int:
 
 
 def time_decode(model, context, n, repeats):
-    """Prefill `context` tokens once (untimed), then `repeats` timed runs of n greedy steps."""
+    """Decode as users run it: greedy generate_step (each next step is queued before the current
+    token is read, so building the graph overlaps with compute) after `context` prompt tokens
+    (untimed); `repeats` timed runs of n tokens."""
     rng = np.random.default_rng(0)
-    cache = model.make_cache()
-    prompt = mx.array(rng.integers(0, model.args.vocab_size, (1, context)), mx.int32)
-    tok = mx.argmax(model(prompt, cache=cache)[:, -1], -1)
-    mx.eval(tok)
+    prompt = mx.array(rng.integers(0, model.args.vocab_size, (context,)), mx.int32)
+    gen = generate_step(model, prompt, temperature=0.0, cache=model.make_cache(), prefill_step=max(context, 512))
+    next(gen)
     rates = []
     for _ in range(repeats):
         t = time.perf_counter()
         for _ in range(n):
-            tok = mx.argmax(model(tok[:, None], cache=cache)[:, -1], -1)
-            mx.eval(tok)
+            next(gen)
         rates.append(n / (time.perf_counter() - t))
+    gen.close()
     return rates
 
 
