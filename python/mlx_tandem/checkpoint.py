@@ -137,6 +137,7 @@ def load_model(path: str, layer_range: tuple[int, int] | None = None, dtype=None
         loaded.append((name, _load_tensor(ckpt, gname, param.shape, dtype)))
     model.update(tree_unflatten(loaded))
     model.tie_head()
+    model.fuse_projections()
     mx.eval(model.parameters())
     use_huge_pages(model)
     return model, config

@@ -4,14 +4,30 @@ MLX's own Metal kernels are better, so these use them there; both paths compute 
 
 from __future__ import annotations
 
+import contextlib
+
 import mlx.core as mx
 import mlx.nn as nn
 
 from . import _ext
 
 
+_native = True
+
+
 def _on_cpu() -> bool:
-    return mx.default_device() == mx.cpu
+    return _native and mx.default_device() == mx.cpu
+
+
+@contextlib.contextmanager
+def mlx_ops():
+    """Use MLX's own ops everywhere inside the block (the benchmarks' plain-MLX anchors)."""
+    global _native
+    prev, _native = _native, False
+    try:
+        yield
+    finally:
+        _native = prev
 
 
 def silu_mul(gate: mx.array, up: mx.array) -> mx.array:

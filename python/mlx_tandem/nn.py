@@ -55,6 +55,29 @@ class FP8Linear(nn.Module):
             layer.bias = bias
         return layer
 
+    @classmethod
+    def concat(cls, layers: list["FP8Linear"]) -> "FP8Linear | None":
+        """One layer computing [l(x) for l in layers] concatenated on the last axis (q/k/v or
+        gate/up: one weight stream and one op instead of several), or None when the weights
+        cannot share scale blocks: same K and block size, every part but the last a whole number
+        of row blocks, biases on all or none."""
+        bn, bk = layers[0].block_size
+        K = layers[0].weight.shape[1]
+        if any(l.block_size != (bn, bk) or l.weight.shape[1] != K for l in layers):
+            return None
+        if any(l.weight.shape[0] % bn for l in layers[:-1]):
+            return None
+        biased = ["bias" in l for l in layers]
+        if any(biased) and not all(biased):
+            return None
+        N = sum(l.weight.shape[0] for l in layers)
+        out = cls(K, N, bias=all(biased), block_size=(bn, bk))
+        out.weight = mx.concatenate([l.weight for l in layers], axis=0)
+        out.weight_scale_inv = mx.concatenate([l.weight_scale_inv for l in layers], axis=0)
+        if all(biased):
+            out.bias = mx.concatenate([l.bias for l in layers], axis=0)
+        return out
+
     def __call__(self, x: mx.array) -> mx.array:
         y = _ext.fp8_matmul(x, self.weight, self.weight_scale_inv, block_size=self.block_size)
         if "bias" in self:

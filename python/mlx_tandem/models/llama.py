@@ -26,11 +26,26 @@ class Attention(nn.Module):
         self.rope = RoPE(D, args.rope_theta, args.rope_scaling, args.max_position_embeddings)
         self.sliding_window = args.sliding_window
 
+    def fuse(self):
+        """q/k/v as one FP8Linear when their scale blocks allow (see FP8Linear.concat)."""
+        if "qkv_proj" in self or not isinstance(self.q_proj, FP8Linear):
+            return
+        fused = FP8Linear.concat([self.q_proj, self.k_proj, self.v_proj])
+        if fused is not None:
+            self.qkv_proj = fused
+            del self.q_proj, self.k_proj, self.v_proj
+
     def __call__(self, x: mx.array, cache: KVCache | None = None) -> mx.array:
         B, L, _ = x.shape
-        q = self.q_proj(x).reshape(B, L, self.n_heads, -1)
-        k = self.k_proj(x).reshape(B, L, self.n_kv_heads, -1)
-        v = self.v_proj(x).reshape(B, L, self.n_kv_heads, -1).transpose(0, 2, 1, 3)
+        H, Hkv, D = self.n_heads, self.n_kv_heads, self.head_dim
+        if "qkv_proj" in self:  # slices of one row per token: views at decode
+            qkv = self.qkv_proj(x)
+            q, k, v = qkv[..., :H * D], qkv[..., H * D:(H + Hkv) * D], qkv[..., (H + Hkv) * D:]
+        else:
+            q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
+        q = q.reshape(B, L, H, D)
+        k = k.reshape(B, L, Hkv, D)
+        v = v.reshape(B, L, Hkv, D).transpose(0, 2, 1, 3)
         offset = cache.offset if cache is not None else 0
         if self.sliding_window and offset + L > self.sliding_window:
             raise ValueError(f"attention: sequence of {offset + L} tokens exceeds the sliding window "
@@ -56,7 +71,20 @@ class MLP(nn.Module):
         self.up_proj = FP8Linear(dim, hidden, bias, block_size)
         self.down_proj = FP8Linear(hidden, dim, bias, block_size)
 
+    def fuse(self):
+        """gate/up as one FP8Linear when their scale blocks allow."""
+        if "gate_up_proj" in self or not isinstance(self.gate_proj, FP8Linear):
+            return
+        gu = FP8Linear.concat([self.gate_proj, self.up_proj])
+        if gu is not None:
+            self.gate_up_proj = gu
+            del self.gate_proj, self.up_proj
+
     def __call__(self, x):
+        if "gate_up_proj" in self:
+            gu = self.gate_up_proj(x)
+            n = gu.shape[-1] // 2
+            return self.down_proj(fused.silu_mul(gu[..., :n], gu[..., n:]))
         return self.down_proj(fused.silu_mul(self.gate_proj(x), self.up_proj(x)))
 
 
@@ -161,6 +189,15 @@ class Model(nn.Module):
         if "lm_head" in self:
             return self.lm_head(h)
         return m.embed_tokens.as_linear(h)
+
+    def fuse_projections(self):
+        """After loading: q/k/v and gate/up projections of every layer become one FP8Linear each
+        where the block layout allows. Outputs are unchanged (every output row is computed
+        exactly as before); parameter names change, so load weights before calling this."""
+        for layer in self.layers:
+            layer.self_attn.fuse()
+            layer.mlp.fuse()
+        mx.eval(self.parameters())
 
     def make_cache(self) -> list[KVCache]:
         return [KVCache() for _ in self.model.layers]
