@@ -98,6 +98,9 @@ void store_row(const float* src, float mul, int64_t n, T* dst) {
   for (; i < n; ++i) from_f32(src[i] * mul, dst + i);
 }
 
+#ifdef ATTN_TUNE
+extern int g_tune[8];  // harness knobs: prefetch KB, hint, tasks per thread, ...
+#endif
 inline int64_t elem_size(ElemType t) { return t == ElemType::F32 ? 4 : 2; }
 
 // How the problem is cut into tasks.
@@ -134,12 +137,17 @@ Plan make_plan(const AttentionArgs& a) {
   const bool one_tile = a.Lq <= 32 && p.rows * (a.Dk + p.Dvp) * 4 <= (640 << 10);
   p.RT = p.decode || one_tile ? p.rows : std::min(rt, round_up(p.rows, W));
   p.tiles = ceil_div(p.rows, p.RT);
+  int64_t want_mult = 8;
   p.KB = p.decode ? 240 : 64;  // decode: whole chunks of 24 keys (decode_scores)
   // ~32 KB of K and V ahead: beyond what the hardware prefetcher covers, well inside L2.
   p.prefetch_keys = std::max<int64_t>(8, (32 << 10) / ((a.Dk + a.Dv) * elem_size(a.type)));
+#ifdef ATTN_TUNE
+  if (g_tune[0] >= 0) p.prefetch_keys = std::max<int64_t>(1, (g_tune[0] << 10) / ((a.Dk + a.Dv) * elem_size(a.type)));
+  if (g_tune[2] > 0) want_mult = g_tune[2];
+#endif
   // Too few units to keep every thread busy (decode): split the keys. Several
   // tasks per thread keep the tail short when a thread is slowed down.
-  const int64_t units = p.BH * p.tiles, want = 8 * num_threads();
+  const int64_t units = p.BH * p.tiles, want = want_mult * num_threads();
   p.nsplit = units < want ? std::max<int64_t>(1, std::min(ceil_div(want, units), a.Lk / (4 * p.KB))) : 1;
   return p;
 }
@@ -208,6 +216,44 @@ void softmax_block(const TileState& t, int64_t n) {
   }
 }
 
+// softmax_block for a single row whose n scores are contiguous (Rp = 1).
+template <class S>
+void softmax_row(const TileState& t, int64_t n) {
+  using V = typename S::V;
+  constexpr int W = S::W;
+  float* st = t.st;
+  const int64_t nw = n / W * W;
+  V mxv = S::set1(kNegInf);
+  for (int64_t j = 0; j < nw; j += W) mxv = S::max(mxv, S::load(st + j));
+  alignas(64) float lanes[W];
+  S::store(lanes, mxv);
+  float mx = kNegInf;
+  for (int i = 0; i < W; ++i) mx = std::max(mx, lanes[i]);
+  for (int64_t j = nw; j < n; ++j) mx = std::max(mx, st[j]);
+  const float m_old = t.m[0], m_new = std::max(m_old, mx);
+  const float mu = m_new == kNegInf ? 0.0f : m_new;  // as softmax_block: all -inf gives P = 0
+  const V vmu = S::set1(mu);
+  V sum = S::zero();
+  for (int64_t j = 0; j < nw; j += W) {
+    const V pj = S::exp2(S::sub(S::load(st + j), vmu));
+    S::store(st + j, pj);
+    sum = S::add(sum, pj);
+  }
+  if (nw < n) {  // the tail through a padded vector (-inf lanes give 0)
+    for (int i = 0; i < W; ++i) lanes[i] = nw + i < n ? st[nw + i] : kNegInf;
+    const V pj = S::exp2(S::sub(S::load(lanes), vmu));
+    S::store(lanes, pj);
+    sum = S::add(sum, pj);
+    for (int64_t j = nw; j < n; ++j) st[j] = lanes[j - nw];
+  }
+  const float al = std::exp2(m_old - mu);
+  t.m[0] = m_new;
+  t.l[0] = t.l[0] * al + S::reduce(sum);
+  if (al == 1.0f) return;
+  const V va = S::set1(al);
+  for (int64_t c = 0; c < t.Dvp; c += W) S::store(t.o + c, S::mul(S::load(t.o + c), va));
+}
+
 // O (R x Dvp) += P V for one block, V rows typed as stored. For decode the
 // row panel is at most 4 rows (4 x 3 vectors: 7 loads per 12 FMAs) and widens
 // in columns as rows get fewer, and the block is visited in chunks of keys so the V
@@ -243,7 +289,10 @@ class TaskRunner {
     const AttentionArgs& a = a_;
     const Plan& p = p_;
     const int64_t G = p.G, Dk = a.Dk, Dv = a.Dv, KB = p.KB;
-    const int64_t r0 = tile * p.RT, R = std::min(p.RT, p.rows - r0), Rp = round_up(R, W);
+    const int64_t r0 = tile * p.RT, R = std::min(p.RT, p.rows - r0);
+    // A single decode row keeps its scores contiguous (Rp = 1): softmax_row
+    // then runs along the keys instead of wasting W - 1 lanes per key.
+    const int64_t Rp = p.decode && R == 1 ? 1 : round_up(R, W);
     const int64_t qoff = a.q_offset(), p_first = r0 / G, p_last = (r0 + R - 1) / G;
     const int64_t kend = a.causal ? std::min(a.Lk, qoff + p_last + 1) : a.Lk;
     const int64_t nblk = ceil_div(kend, KB);
@@ -255,32 +304,33 @@ class TaskRunner {
     t.R = R;
     t.Rp = Rp;
     t.Dvp = p.Dvp;
-    t.st = w.s.get(KB * Rp);
+    t.st = w.s.get(KB * Rp + 4);  // + 4: single-row score tiles store 4 sums at a time
     t.o = w.o.get(Rp * p.Dvp);
-    float* state = w.state.get(4 * Rp);
+    const int64_t Rs = round_up(Rp, W);
+    float* state = w.state.get(4 * Rs);
     t.m = state;
-    t.l = state + Rp;
-    t.alpha = state + 2 * Rp;
-    t.qpos = state + 3 * Rp;
+    t.l = state + Rs;
+    t.alpha = state + 2 * Rs;
+    t.qpos = state + 3 * Rs;
     for (int64_t r = 0; r < Rp; ++r) {
       t.qpos[r] = static_cast<float>(qoff + (r0 + std::min(r, R - 1)) / G);
       t.m[r] = kNegInf;
       t.l[r] = 0.0f;
     }
     std::fill(t.o, t.o + Rp * p.Dvp, 0.0f);
-    std::fill(t.st, t.st + KB * Rp, 0.0f);
+    std::fill(t.st, t.st + KB * Rp + 4, 0.0f);
 
-    // Q' = Q * scale * log2(e): packed [Dkp / W][RQ][W] for decode (rows
-    // padded to whole panels of 4 with zeros), transposed [Dk][Rp] (padding
+    // Q' = Q * scale * log2(e): packed [Dkp / W][R][W] for decode (the dot
+    // tiles address every row from one pointer), transposed [Dk][Rp] (padding
     // rows zero) for the prefill micro-kernel.
     const float qscale = a.scale * kLog2e;
-    const int64_t RQ = round_up(R, 4);
-    float* q = w.q.get(p.decode ? (RQ + 1) * p.Dkp : Dk * Rp + p.Dkp);
+    float* q = w.q.get(p.decode ? (R + 1) * p.Dkp : Dk * Rp + p.Dkp);
     if (p.decode) {
-      float* row = q + RQ * p.Dkp;
-      for (int64_t r = 0; r < RQ; ++r) {
-        if (r < R) load_row<S>(q_row(b, kvh, r0 + r), Dk, p.Dkp, row);
-        for (int64_t d = 0; d < p.Dkp; ++d) q[(d / W * RQ + r) * W + d % W] = r < R ? row[d] * qscale : 0.0f;
+      float* row = q + R * p.Dkp;
+      const auto vs = S::set1(qscale);
+      for (int64_t r = 0; r < R; ++r) {
+        load_row<S>(q_row(b, kvh, r0 + r), Dk, p.Dkp, row);
+        for (int64_t d = 0; d < p.Dkp; d += W) S::store(q + (d / W * R + r) * W, S::mul(S::load(row + d), vs));
       }
     } else {
       float* row = q + Dk * Rp;
@@ -297,13 +347,13 @@ class TaskRunner {
     // are requested now, then each score tile requests as many keys ahead.
     Prefetch pf;
     if (p.decode) {
-      pf.k = reinterpret_cast<const char*>(k + k_lo * a.ks[2]);
-      pf.v = reinterpret_cast<const char*>(v + k_lo * a.vs[2]);
-      pf.ldk = a.ks[2] * static_cast<int64_t>(sizeof(T));
-      pf.ldv = a.vs[2] * static_cast<int64_t>(sizeof(T));
-      pf.k_bytes = Dk * static_cast<int64_t>(sizeof(T));
-      pf.v_bytes = Dv * static_cast<int64_t>(sizeof(T));
+      constexpr int64_t es = sizeof(T);
+      pf.k.init(k + k_lo * a.ks[2], a.ks[2] * es, Dk * es);
+      pf.v.init(v + k_lo * a.vs[2], a.vs[2] * es, Dv * es);
       pf.left = k_hi - k_lo;
+#ifdef ATTN_TUNE
+      pf.hint = g_tune[1];
+#endif
       pf.rows(p.prefetch_keys);
     }
     for (int64_t kb0 = k_lo; kb0 < k_hi; kb0 += KB) {
@@ -311,11 +361,15 @@ class TaskRunner {
       const T* kb = k + kb0 * a.ks[2];
       const T* vb = v + kb0 * a.vs[2];
       if (p.decode)
-        decode_scores(w, t, q, RQ, kb, n, pf);
+        decode_scores(w, t, q, kb, n, pf);
       else
         prefill_scores(w, t, q, kb, n);
+      // (A single row never sees a masked key: kend stops at its position.)
       if (a.causal && kb0 + n > first_masked) mask_block<S>(t, kb0, n, first_masked);
-      softmax_block<S>(t, n);
+      if (Rp == 1)
+        softmax_row<S>(t, n);
+      else
+        softmax_block<S>(t, n);
       // O += P V, V read as stored when rows are whole vectors; widened once
       // per block for prefill with float16/bfloat16 (reused by every row panel).
       if (Dv == p.Dvp && (p.decode || std::is_same_v<T, float>)) {
@@ -352,10 +406,9 @@ class TaskRunner {
   // Decode: S^T by dot products over chunks of keys small enough to stay in
   // L1 while every panel of 4 rows passes over them. K is read as stored
   // (widened to a small buffer only when Dk is not a whole number of vectors).
-  void decode_scores(Work& w, const TileState& t, const float* qp, int64_t RQ, const T* k, int64_t n,
-                     Prefetch& pf) const {
+  void decode_scores(Work& w, const TileState& t, const float* qp, const T* k, int64_t n, Prefetch& pf) const {
     constexpr int W = S::W;
-    const int64_t Dk = a_.Dk, Dkp = p_.Dkp, ldk = a_.ks[2], nd = Dkp / W, ldq = RQ * W;
+    const int64_t Dk = a_.Dk, Dkp = p_.Dkp, ldk = a_.ks[2], nd = Dkp / W, ldq = t.R * W;
     constexpr int64_t chunk = 24;  // a multiple of every key tile width (8, 6, 4, 3)
     const bool k_direct = Dk == Dkp;
     float* kbuf = k_direct ? nullptr : w.k.get(chunk * Dkp);

@@ -88,30 +88,57 @@ void gemm_block(int64_t m, int64_t nv, int64_t kc, const float* A, int64_t lda, 
   });
 }
 
-// Fetches towards L2 the K and V rows of nk keys that a later tile will read,
-// a cache line at a time; issued once per tile, outside its FMA loop, so the
-// stream runs ahead of the compute without branches in the hot loop.
+// Requests the cache lines of the K or V rows of keys that a later tile will
+// read. Called once per tile, outside its FMA loop, so the stream runs ahead
+// of the compute without branches in the hot loop. Dense rows (stride = row
+// length, the usual cache layout) are one linear range, each line requested
+// once and no loop per row.
+struct PrefetchStream {
+  const char* row = nullptr;   // next row to request
+  const char* done = nullptr;  // dense rows: lines below this are requested
+  int64_t ld = 0, bytes = 0;   // row stride and length, bytes
+
+  void init(const void* first, int64_t stride, int64_t len) {
+    row = static_cast<const char*>(first);
+    done = row - (reinterpret_cast<uintptr_t>(row) & 63);
+    ld = stride;
+    bytes = len;
+  }
+  void rows(int64_t m) {
+    const char* end = row + m * ld;
+    if (ld == bytes) {
+      for (; done < end; done += 64) __builtin_prefetch(done, 0, 2);
+    } else {
+      for (const char* r = row; r < end; r += ld)
+        for (const char* l = r - (reinterpret_cast<uintptr_t>(r) & 63); l < r + bytes; l += 64)
+          __builtin_prefetch(l, 0, 2);
+    }
+    row = end;
+  }
+};
+
 struct Prefetch {
-  const char* k = nullptr;  // first K row to fetch; nullptr: nothing to fetch
-  const char* v = nullptr;
-  int64_t ldk = 0, ldv = 0, k_bytes = 0, v_bytes = 0;  // row strides and lengths, bytes
-  int64_t left = 0;  // rows still worth fetching (the task's key range ends)
+  PrefetchStream k, v;
+  int64_t left = 0;  // rows still worth requesting (the task's key range ends)
+#ifdef ATTN_TUNE
+  int hint = 2;
+#endif
 
   void rows(int64_t nk) {
     const int64_t m = nk < left ? nk : left;
+#ifdef ATTN_TUNE
+    if (hint == 9) return;
+#endif
     if (m <= 0) return;
-    for (int64_t n = 0; n < m; ++n) {
-      for (int64_t off = 0; off < k_bytes; off += 64) __builtin_prefetch(k + n * ldk + off, 0, 2);
-      for (int64_t off = 0; off < v_bytes; off += 64) __builtin_prefetch(v + n * ldv + off, 0, 2);
-    }
-    k += m * ldk;
-    v += m * ldv;
+    k.rows(m);
+    v.rows(m);
     left -= m;
   }
 };
 
 // C[n][0 .. 4) = Q[m] . K[n] for MR <= 4 query rows (lanes past MR get 0)
-// and NK keys. Q is packed [d / W][RQ][W] (one pointer, constant offsets, so
+// and NK keys, or C[n] when one row's scores are contiguous (ldc = 1). Q is
+// packed [d / W][rows][W] (one pointer, constant offsets, so
 // the loop needs few registers); K rows are read as stored. The smaller of
 // the two operand sets stays in registers; each accumulator is reduced once.
 template <class S, int MR, int NK, class TK>
@@ -139,6 +166,14 @@ inline void dot(int64_t nd, const float* qp, int64_t ldq, const TK* K, int64_t l
         for (int m = 0; m < MR; ++m) acc[m][n] = S::fma(q[m], k, acc[m][n]);
       }
     }
+  }
+  if (MR == 1 && ldc == 1) {  // a single row with contiguous scores: 4 keys per reduction
+    for (int n = 0; n < NK; n += 4) {
+      V t[4];
+      for (int i = 0; i < 4; ++i) t[i] = n + i < NK ? acc[0][n + i] : S::zero();
+      S::reduce4(C + n, t);  // may write up to 3 zeros past key NK - 1 (overwritten or slack)
+    }
+    return;
   }
   for (int n = 0; n < NK; ++n) {
     V t[4];
