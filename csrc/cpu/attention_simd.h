@@ -138,9 +138,12 @@ Plan make_plan(const AttentionArgs& a) {
   p.RT = p.decode || one_tile ? p.rows : std::min(rt, round_up(p.rows, W));
   p.tiles = ceil_div(p.rows, p.RT);
   int64_t want_mult = 8;
-  p.KB = p.decode ? 240 : 64;  // decode: whole chunks of 24 keys (decode_scores)
-  // ~32 KB of K and V ahead: beyond what the hardware prefetcher covers, well inside L2.
-  p.prefetch_keys = std::max<int64_t>(8, (32 << 10) / ((a.Dk + a.Dv) * elem_size(a.type)));
+  p.KB = p.decode ? 240 : 64;
+#ifdef ATTN_TUNE
+  if (g_tune[5] > 0 && p.decode) p.KB = g_tune[5];
+#endif  // decode: whole chunks of 24 keys (decode_scores)
+  // ~8 KB of K and V ahead (measured: 4-16 KB alike, 32 KB+ slower, none 10-30% slower cold).
+  p.prefetch_keys = std::max<int64_t>(8, (8 << 10) / ((a.Dk + a.Dv) * elem_size(a.type)));
 #ifdef ATTN_TUNE
   if (g_tune[0] >= 0) p.prefetch_keys = std::max<int64_t>(1, (g_tune[0] << 10) / ((a.Dk + a.Dv) * elem_size(a.type)));
   if (g_tune[2] > 0) want_mult = g_tune[2];
@@ -263,7 +266,11 @@ void pv_block(const TileState& t, int64_t n, const TV* v, int64_t ldv) {
   constexpr int W = S::W;
   const int64_t nv = t.Dvp / W;
   if (t.Rp > W) return gemm_block<S, 6, 2, true>(t.R, nv, n, t.st, t.Rp, v, ldv, t.o, t.Dvp, true);
+#ifdef ATTN_TUNE
+  const int64_t chunk = g_tune[4] > 0 ? g_tune[4] : 32;
+#else
   constexpr int64_t chunk = 32;
+#endif
   for (int64_t j = 0; j < n; j += chunk) {
     const int64_t nj = std::min(chunk, n - j);
     const float* p = t.st + j * t.Rp;
@@ -355,6 +362,7 @@ class TaskRunner {
       pf.hint = g_tune[1];
 #endif
       pf.rows(p.prefetch_keys);
+      pf.flush();
     }
     for (int64_t kb0 = k_lo; kb0 < k_hi; kb0 += KB) {
       const int64_t n = std::min(KB, k_hi - kb0);
@@ -409,7 +417,11 @@ class TaskRunner {
   void decode_scores(Work& w, const TileState& t, const float* qp, const T* k, int64_t n, Prefetch& pf) const {
     constexpr int W = S::W;
     const int64_t Dk = a_.Dk, Dkp = p_.Dkp, ldk = a_.ks[2], nd = Dkp / W, ldq = t.R * W;
+#ifdef ATTN_TUNE
+    const int64_t chunk = g_tune[3] > 0 ? g_tune[3] : 24;
+#else
     constexpr int64_t chunk = 24;  // a multiple of every key tile width (8, 6, 4, 3)
+#endif
     const bool k_direct = Dk == Dkp;
     float* kbuf = k_direct ? nullptr : w.k.get(chunk * Dkp);
     for (int64_t j = 0; j < n; j += chunk) {

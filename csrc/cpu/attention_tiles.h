@@ -60,12 +60,15 @@ inline void tile_rows(int mr, int64_t kc, const float* A, int64_t lda, const TB*
   if constexpr (MAXR > 1) tile_rows<S, MAXR - 1, NV, ACol>(mr, kc, A, lda, B, ldb, C, ldc, load_c);
 }
 
-// Calls f(width, c) for column panels of NV vectors, then narrower ones for
-// the remainder (greedy), advancing c.
+// Calls f(width, c) for column panels of N vectors, then narrower ones for
+// the remainder, advancing c.
 template <int N, class F>
 inline void each_width(int64_t& c, int64_t nv, F&& f) {
   if constexpr (N >= 1) {
-    for (; c + N <= nv; c += N) f(std::integral_constant<int, N>{}, c);
+    // A lone 1-wide panel at the end would leave its few accumulators waiting
+    // on FMA latency: the last N + 1 vectors go as two panels (16 = 3+3+3+3+2+2).
+    const int64_t stop = N >= 3 && nv - c > N && (nv - c) % N == 1 ? nv - (N + 1) : nv;
+    for (; c + N <= stop; c += N) f(std::integral_constant<int, N>{}, c);
     each_width<N - 1>(c, nv, f);
   }
 }
@@ -89,31 +92,43 @@ void gemm_block(int64_t m, int64_t nv, int64_t kc, const float* A, int64_t lda, 
 }
 
 // Requests the cache lines of the K or V rows of keys that a later tile will
-// read. Called once per tile, outside its FMA loop, so the stream runs ahead
-// of the compute without branches in the hot loop. Dense rows (stride = row
-// length, the usual cache layout) are one linear range, each line requested
-// once and no loop per row.
+// read. A tile announces how many keys it reads (rows()) and then issues the
+// requests a line or two per FMA iteration (step()), the rest at its end
+// (flush()): spread out, they do not fill the miss buffers in bursts that
+// stall the core. Dense rows (stride = row length, the usual cache layout)
+// are one linear range, each line requested once; strided rows are requested
+// at once.
 struct PrefetchStream {
-  const char* row = nullptr;   // next row to request
+  const char* row = nullptr;   // next row to announce
   const char* done = nullptr;  // dense rows: lines below this are requested
+  const char* end = nullptr;   // dense rows: lines below this are announced
   int64_t ld = 0, bytes = 0;   // row stride and length, bytes
 
   void init(const void* first, int64_t stride, int64_t len) {
     row = static_cast<const char*>(first);
-    done = row - (reinterpret_cast<uintptr_t>(row) & 63);
+    done = end = row - (reinterpret_cast<uintptr_t>(row) & 63);
     ld = stride;
     bytes = len;
   }
   void rows(int64_t m) {
-    const char* end = row + m * ld;
+    const char* last = row + m * ld;
     if (ld == bytes) {
-      for (; done < end; done += 64) __builtin_prefetch(done, 0, 2);
+      end = last;
     } else {
-      for (const char* r = row; r < end; r += ld)
+      for (const char* r = row; r < last; r += ld)
         for (const char* l = r - (reinterpret_cast<uintptr_t>(r) & 63); l < r + bytes; l += 64)
           __builtin_prefetch(l, 0, 2);
     }
-    row = end;
+    row = last;
+  }
+  void step() {
+    if (done < end) {
+      __builtin_prefetch(done, 0, 2);
+      done += 64;
+    }
+  }
+  void flush() {
+    for (; done < end; done += 64) __builtin_prefetch(done, 0, 2);
   }
 };
 
@@ -133,6 +148,20 @@ struct Prefetch {
     k.rows(m);
     v.rows(m);
     left -= m;
+#ifdef ATTN_TUNE
+    if (hint == 8) flush();
+#endif
+  }
+  void step() {
+    k.step();
+    v.step();
+  }
+  void flush() {
+#ifdef ATTN_TUNE
+    if (hint == 9) return;
+#endif
+    k.flush();
+    v.flush();
   }
 };
 
@@ -143,13 +172,17 @@ struct Prefetch {
 // the two operand sets stays in registers; each accumulator is reduced once.
 template <class S, int MR, int NK, class TK>
 inline void dot(int64_t nd, const float* qp, int64_t ldq, const TK* K, int64_t ldk, float* C,
-                int64_t ldc) {
+                int64_t ldc, Prefetch* pf) {
   using V = typename S::V;
   constexpr int W = S::W;
   V acc[MR][NK];
   for (int m = 0; m < MR; ++m)
     for (int n = 0; n < NK; ++n) acc[m][n] = S::zero();
   for (int64_t i = 0; i < nd; ++i, qp += ldq) {
+    if (pf) {
+      pf->step();
+      if (MR == 1) pf->step();  // few FMAs per key: more lines per iteration
+    }
     const TK* kd = K + i * W;
     if constexpr (MR >= NK) {
       V k[NK];
@@ -167,6 +200,7 @@ inline void dot(int64_t nd, const float* qp, int64_t ldq, const TK* K, int64_t l
       }
     }
   }
+  if (pf) pf->flush();
   if (MR == 1 && ldc == 1) {  // a single row with contiguous scores: 4 keys per reduction
     for (int n = 0; n < NK; n += 4) {
       V t[4];
@@ -190,11 +224,11 @@ void dot_keys(int64_t nk, int64_t nd, const float* qp, int64_t ldq, const TK* K,
   int64_t j = 0;
   for (; j + NK <= nk; j += NK) {
     if (pf) pf->rows(NK);
-    dot<S, MR, NK>(nd, qp, ldq, K + j * ldk, ldk, C + j * ldc, ldc);
+    dot<S, MR, NK>(nd, qp, ldq, K + j * ldk, ldk, C + j * ldc, ldc, pf);
   }
   for (; j < nk; ++j) {
     if (pf) pf->rows(1);
-    dot<S, MR, 1>(nd, qp, ldq, K + j * ldk, ldk, C + j * ldc, ldc);
+    dot<S, MR, 1>(nd, qp, ldq, K + j * ldk, ldk, C + j * ldc, ldc, pf);
   }
 }
 
