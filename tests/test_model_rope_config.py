@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, strategies as st
 
 from mlx_tandem.models import ModelArgs, model_class
-from mlx_tandem.rope import RoPE, inv_freq
+from mlx_tandem.rotary import RoPE, inv_freq
 
 import reference as ref
 

@@ -99,6 +99,13 @@ def test_add_rms_norm(rows, D, dtype, seed):
                                atol=TINY[dtype])
 
 
+def test_ops_are_public():
+    import mlx_tandem as tdm
+
+    assert (tdm.silu_mul, tdm.rope, tdm.rms_norm, tdm.add_rms_norm) == (
+        _ext.silu_mul, _ext.rope, _ext.rms_norm, _ext.add_rms_norm)
+
+
 X = mx.zeros((2, 8))
 
 

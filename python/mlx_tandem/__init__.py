@@ -3,6 +3,8 @@
 import mlx.core as _mx  # noqa: F401  (loads libmlx before our extension links against it)
 
 from ._ext import (  # noqa: E402
+    add_rms_norm,
+    advise_hugepages,
     cpu_detected_isa,
     cpu_isa,
     dequantize_fp8,
@@ -11,6 +13,9 @@ from ._ext import (  # noqa: E402
     fused_attention,
     num_threads,
     quantize_fp8,
+    rms_norm,
+    rope,
+    silu_mul,
     to_fp8,
 )
 
@@ -27,6 +32,11 @@ __all__ = [
     "to_fp8",
     "from_fp8",
     "fused_attention",
+    "silu_mul",
+    "rope",
+    "rms_norm",
+    "add_rms_norm",
+    "advise_hugepages",
     "load",
     "generate",
     "stream_generate",

@@ -7,7 +7,7 @@ import mlx.nn as nn
 
 from .. import _ext, fused
 from ..nn import FP8Linear
-from ..rope import RoPE
+from ..rotary import RoPE
 from .base import ModelArgs
 from .cache import KVCache
 

@@ -1,5 +1,5 @@
-"""Rotary position embeddings: the inverse frequencies of transformers' rope types, applied with
-mx.fast.rope in the Hugging Face (non-interleaved, "rotate_half") layout."""
+"""Rotary position embeddings: the inverse frequencies of transformers' rope types, applied in the
+Hugging Face (non-interleaved, "rotate_half") layout by fused.rope (our op on CPU, mx.fast.rope on a GPU)."""
 
 from __future__ import annotations
 
