@@ -135,6 +135,36 @@ def test_kv_cache_views_are_read_in_place(monkeypatch, isa, lq, g, dims, dtype, 
 
 
 @pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("dims", [(128, 128), (192, 128), (40, 72)])
+def test_decode_groups_and_key_boundaries(monkeypatch, isa, dims):
+    """Decode (Lq=1) for every group size 1..8 (row panels of 4 plus remainders; a single row keeps
+    its scores contiguous) at key counts around the kernel's tiles (3, 6, 8 keys), chunks (24),
+    blocks (240) and the key split across threads (>= 960), with K/V read through views of a
+    (B, L, H, D) cache: rows strided, and the unused tail holding huge keys and NaN values that any
+    read, prefetch or tile past the length would let into the result."""
+    monkeypatch.setenv("TANDEM_ISA", isa)
+    dk, dv = dims
+    rng = np.random.default_rng(dk + dv)
+    hkv, extra = 2, 40
+    lengths = [1, 7, 8, 23, 25, 239, 241, 481, 1201]
+    for g in range(1, 9):
+        for i, lk in enumerate(lengths[g % 3::3] if isa == "scalar" else lengths):
+            dtype = list(DTYPES)[(g + i) % len(DTYPES)]
+            huge = 6e4 if dtype == "float16" else 1e30
+            kc = np.full((1, lk + extra, hkv, dk), huge, np.float32)
+            vc = np.full((1, lk + extra, hkv, dv), np.nan, np.float32)
+            kc[:, :lk] = rounded(rng, (1, lk, hkv, dk), dtype)
+            vc[:, :lk] = rounded(rng, (1, lk, hkv, dv), dtype)
+            q = rounded(rng, (1, g * hkv, 1, dk), dtype)
+            k = mx.array(kc.astype(NP_DTYPES[dtype])).transpose(0, 2, 1, 3)[:, :, :lk]
+            v = mx.array(vc.astype(NP_DTYPES[dtype])).transpose(0, 2, 1, 3)[:, :, :lk]
+            out = tdm.fused_attention(mx.array(q.astype(NP_DTYPES[dtype])), k, v)
+            got = np.array(out.astype(mx.float32)).astype(np.float64)
+            kr, vr = (x[:, :lk].transpose(0, 2, 1, 3).astype(np.float64) for x in (kc, vc))
+            check(got, q, kr, vr, dtype)
+
+
+@pytest.mark.parametrize("isa", ISAS)
 def test_other_strided_layouts(monkeypatch, isa):
     """K/V in (B, L, H, D) storage seen through a transpose (contiguous last dim: read in place),
     and a K whose last dimension is strided (gathered), both equal to the contiguous result."""
