@@ -18,8 +18,13 @@
 //   (float32 K/V are read in place) and reused by every row of the tile.
 // - decode (at most one vector of rows): dot products along d reading K rows
 //   straight from the cache as vectors, so float16/bfloat16 are widened in
-//   registers with no conversion pass; P V reads V the same way. The key range
-//   of a unit is split into chunks run on different threads, merged after.
+//   registers with no conversion pass; P V reads V the same way. Both use
+//   tiles of at most 4 rows (4 rows x 3 keys, 4 rows x 3 vectors: 7 loads per
+//   12 FMAs), which is what bounds GQA decode on AVX2 (8 FLOP per cache byte).
+//   A single row (no GQA) keeps its scores contiguous so the softmax runs
+//   along the keys. K/V lines are prefetched ~8 KB ahead, spread over the
+//   score loop. The key range of a unit is split into chunks run on different
+//   threads, merged after.
 #pragma once
 
 #include <algorithm>
@@ -98,9 +103,6 @@ void store_row(const float* src, float mul, int64_t n, T* dst) {
   for (; i < n; ++i) from_f32(src[i] * mul, dst + i);
 }
 
-#ifdef ATTN_TUNE
-extern int g_tune[8];  // harness knobs: prefetch KB, hint, tasks per thread, ...
-#endif
 inline int64_t elem_size(ElemType t) { return t == ElemType::F32 ? 4 : 2; }
 
 // How the problem is cut into tasks.
@@ -137,20 +139,12 @@ Plan make_plan(const AttentionArgs& a) {
   const bool one_tile = a.Lq <= 32 && p.rows * (a.Dk + p.Dvp) * 4 <= (640 << 10);
   p.RT = p.decode || one_tile ? p.rows : std::min(rt, round_up(p.rows, W));
   p.tiles = ceil_div(p.rows, p.RT);
-  int64_t want_mult = 8;
-  p.KB = p.decode ? 240 : 64;
-#ifdef ATTN_TUNE
-  if (g_tune[5] > 0 && p.decode) p.KB = g_tune[5];
-#endif  // decode: whole chunks of 24 keys (decode_scores)
-  // ~8 KB of K and V ahead (measured: 4-16 KB alike, 32 KB+ slower, none 10-30% slower cold).
+  p.KB = p.decode ? 240 : 64;  // decode: whole chunks of 24 keys (decode_scores)
+  // ~8 KB of K and V ahead (measured: 2-16 KB alike, 32 KB+ slower, none 20-30% slower cold).
   p.prefetch_keys = std::max<int64_t>(8, (8 << 10) / ((a.Dk + a.Dv) * elem_size(a.type)));
-#ifdef ATTN_TUNE
-  if (g_tune[0] >= 0) p.prefetch_keys = std::max<int64_t>(1, (g_tune[0] << 10) / ((a.Dk + a.Dv) * elem_size(a.type)));
-  if (g_tune[2] > 0) want_mult = g_tune[2];
-#endif
   // Too few units to keep every thread busy (decode): split the keys. Several
   // tasks per thread keep the tail short when a thread is slowed down.
-  const int64_t units = p.BH * p.tiles, want = want_mult * num_threads();
+  const int64_t units = p.BH * p.tiles, want = 8 * num_threads();
   p.nsplit = units < want ? std::max<int64_t>(1, std::min(ceil_div(want, units), a.Lk / (4 * p.KB))) : 1;
   return p;
 }
@@ -266,11 +260,7 @@ void pv_block(const TileState& t, int64_t n, const TV* v, int64_t ldv) {
   constexpr int W = S::W;
   const int64_t nv = t.Dvp / W;
   if (t.Rp > W) return gemm_block<S, 6, 2, true>(t.R, nv, n, t.st, t.Rp, v, ldv, t.o, t.Dvp, true);
-#ifdef ATTN_TUNE
-  const int64_t chunk = g_tune[4] > 0 ? g_tune[4] : 32;
-#else
   constexpr int64_t chunk = 32;
-#endif
   for (int64_t j = 0; j < n; j += chunk) {
     const int64_t nj = std::min(chunk, n - j);
     const float* p = t.st + j * t.Rp;
@@ -358,9 +348,6 @@ class TaskRunner {
       pf.k.init(k + k_lo * a.ks[2], a.ks[2] * es, Dk * es);
       pf.v.init(v + k_lo * a.vs[2], a.vs[2] * es, Dv * es);
       pf.left = k_hi - k_lo;
-#ifdef ATTN_TUNE
-      pf.hint = g_tune[1];
-#endif
       pf.rows(p.prefetch_keys);
       pf.flush();
     }
@@ -417,11 +404,7 @@ class TaskRunner {
   void decode_scores(Work& w, const TileState& t, const float* qp, const T* k, int64_t n, Prefetch& pf) const {
     constexpr int W = S::W;
     const int64_t Dk = a_.Dk, Dkp = p_.Dkp, ldk = a_.ks[2], nd = Dkp / W, ldq = t.R * W;
-#ifdef ATTN_TUNE
-    const int64_t chunk = g_tune[3] > 0 ? g_tune[3] : 24;
-#else
     constexpr int64_t chunk = 24;  // a multiple of every key tile width (8, 6, 4, 3)
-#endif
     const bool k_direct = Dk == Dkp;
     float* kbuf = k_direct ? nullptr : w.k.get(chunk * Dkp);
     for (int64_t j = 0; j < n; j += chunk) {

@@ -135,31 +135,19 @@ struct PrefetchStream {
 struct Prefetch {
   PrefetchStream k, v;
   int64_t left = 0;  // rows still worth requesting (the task's key range ends)
-#ifdef ATTN_TUNE
-  int hint = 2;
-#endif
 
   void rows(int64_t nk) {
     const int64_t m = nk < left ? nk : left;
-#ifdef ATTN_TUNE
-    if (hint == 9) return;
-#endif
     if (m <= 0) return;
     k.rows(m);
     v.rows(m);
     left -= m;
-#ifdef ATTN_TUNE
-    if (hint == 8) flush();
-#endif
   }
   void step() {
     k.step();
     v.step();
   }
   void flush() {
-#ifdef ATTN_TUNE
-    if (hint == 9) return;
-#endif
     k.flush();
     v.flush();
   }
@@ -167,9 +155,9 @@ struct Prefetch {
 
 // C[n][0 .. 4) = Q[m] . K[n] for MR <= 4 query rows (lanes past MR get 0)
 // and NK keys, or C[n] when one row's scores are contiguous (ldc = 1). Q is
-// packed [d / W][rows][W] (one pointer, constant offsets, so
-// the loop needs few registers); K rows are read as stored. The smaller of
-// the two operand sets stays in registers; each accumulator is reduced once.
+// packed [d / W][rows][W]: one pointer with constant offsets (separate row
+// pointers spilled registers). K rows are read as stored. The smaller operand
+// set stays in registers; each accumulator is reduced once, at the end.
 template <class S, int MR, int NK, class TK>
 inline void dot(int64_t nd, const float* qp, int64_t ldq, const TK* K, int64_t ldk, float* C,
                 int64_t ldc, Prefetch* pf) {
@@ -217,7 +205,7 @@ inline void dot(int64_t nd, const float* qp, int64_t ldq, const TK* K, int64_t l
 }
 
 // C[j][0 .. 4) for keys j < nk: NK keys at a time, single keys at the end;
-// each tile first fetches the rows `pf` points at, as many keys as it reads.
+// each tile announces to `pf` (when given) as many keys as it reads.
 template <class S, int MR, int NK, class TK>
 void dot_keys(int64_t nk, int64_t nd, const float* qp, int64_t ldq, const TK* K, int64_t ldk,
               float* C, int64_t ldc, Prefetch* pf) {
