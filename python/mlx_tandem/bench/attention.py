@@ -86,7 +86,10 @@ def bench_decode(geom, lk, dtype, reps, read_buf, with_mlx):
     t_ours, t_read, ratios = paired(lambda: run(tdm.fused_attention), read, reps)
     med, lo, hi = statistics.median(t_ours), min(t_ours), max(t_ours)
     ratio = statistics.median(ratios)
-    rows = [_row(case, "tandem fused_attention", med, lo, hi, f"{nbytes / med / 1e9:.1f} GB/s",
+    # With GQA the step is FLOP-heavy (8 FLOP per cache byte at group 8): show both rates.
+    flops = 2.0 * hq * lk * (dk + dv)
+    rows = [_row(case, "tandem fused_attention", med, lo, hi,
+                 f"{nbytes / med / 1e9:.1f} GB/s, {flops / med / 1e9:.0f} GFLOPS",
                  f"{ratio:.0%} of bandwidth (paired: {nbytes / statistics.median(t_read) / 1e9:.1f} GB/s)")]
     summary = [(f"decode {name} Lk={lk}", ratio, 0.7)]
     if with_mlx:
