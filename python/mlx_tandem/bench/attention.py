@@ -13,7 +13,7 @@ import numpy as np
 import mlx_tandem as tdm
 from mlx_tandem import _ext
 
-from .timing import fmt_table, measure, numpy_sgemm_flops, read_bandwidth
+from .timing import fmt_table, measure, numpy_sgemm_flops, paired, read_bandwidth
 
 # name, Hq, Hkv, Dk, Dv
 GEOMETRIES = [("llama-70b", 64, 8, 128, 128), ("deepseek-mla", 16, 16, 192, 128)]
@@ -40,19 +40,6 @@ def _sdpa(q, k, v, causal):
 
 def _row(case, what, med, lo, hi, rate, verdict):
     return [case, what, f"{med * 1e3:.2f}", f"{lo * 1e3:.2f}-{hi * 1e3:.2f}", rate, verdict]
-
-
-def paired(ours, anchor, reps):
-    """Alternates ours() and anchor() reps times (after one warm-up each) so both see the same
-    machine load; returns both time lists and the per-pair ratios anchor_time / our_time."""
-    ours(), anchor()
-    t_ours, t_anchor = [], []
-    for _ in range(reps):
-        for fn, ts in ((ours, t_ours), (anchor, t_anchor)):
-            t = time.perf_counter()
-            fn()
-            ts.append(time.perf_counter() - t)
-    return t_ours, t_anchor, [a / o for o, a in zip(t_ours, t_anchor)]
 
 
 def bench_decode(geom, lk, dtype, reps, read_buf, with_mlx):

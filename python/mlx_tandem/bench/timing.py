@@ -22,6 +22,19 @@ def measure(fn, reps=7, warmup=1):
     return statistics.median(ts), min(ts), max(ts)
 
 
+def paired(ours, anchor, reps):
+    """Alternates ours() and anchor() reps times (after one warm-up each) so both see the same
+    machine load; returns both time lists and the per-pair ratios anchor_time / our_time."""
+    ours(), anchor()
+    t_ours, t_anchor = [], []
+    for _ in range(reps):
+        for fn, ts in ((ours, t_ours), (anchor, t_anchor)):
+            t = time.perf_counter()
+            fn()
+            ts.append(time.perf_counter() - t)
+    return t_ours, t_anchor, [a / o for o, a in zip(t_ours, t_anchor)]
+
+
 def read_bandwidth(nbytes, reps=7):
     """Memory read bandwidth (bytes/s, median) streaming a fresh buffer of nbytes with the
     kernel pool's threads: the same threads and access pattern our GEMV uses."""
