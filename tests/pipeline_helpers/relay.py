@@ -43,7 +43,16 @@ def main():
     srv = socket.create_server(("127.0.0.1", port))
     print("ready", flush=True)
     a, _ = srv.accept()
-    b = socket.create_connection((host, target))
+    # rank 0 may still be loading when rank 1 reaches us: retry, as rank 1 itself would
+    give_up = time.monotonic() + 60
+    while True:
+        try:
+            b = socket.create_connection((host, target))
+            break
+        except ConnectionRefusedError:
+            if time.monotonic() > give_up:
+                raise
+            time.sleep(0.1)
     for s in (a, b):
         s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     t = threading.Thread(target=pump, args=(b, a, delay_ms / 1e3), daemon=True)

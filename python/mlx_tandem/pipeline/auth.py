@@ -186,8 +186,8 @@ class Listener:
                 outcome = ("ok", conn)
             except FingerprintMismatch as e:
                 outcome = ("mismatch", e)
-            except (PipelineError, ProtocolError) as e:
-                outcome = ("rejected", f"rejected a connection from {peer}: {e}")
+            except Exception as e:  # anything else an unauthenticated peer provokes is a rejection too
+                outcome = ("rejected", f"rejected a connection from {peer}: {type(e).__name__}: {e}")
             with lock:
                 state["pending"] -= 1
                 taken = state["done"]
