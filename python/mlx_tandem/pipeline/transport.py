@@ -66,6 +66,10 @@ class Connection:
         self._error: PipelineError | None = None
         self._closed = threading.Event()
         self._threads: list[threading.Thread] = []
+        # Until start(), whoever runs the handshake (dial, Listener) closes a failed connection, after
+        # recording the outcome: closing here first let a rejected peer see EOF before the
+        # listener had counted it.
+        self._started = False
         self.bytes_sent = 0
         self.bytes_received = 0
 
@@ -127,6 +131,7 @@ class Connection:
             self.heartbeat = heartbeat if heartbeat is not None else timeout / 4
             self.sock.settimeout(timeout)
         self.max_payload = self._session_max_payload
+        self._started = True
         for target, name in ((self._reader, "reader"), (self._heartbeats, "heartbeat")):
             t = threading.Thread(target=target, name=f"tandem-{name}-{self.peer}", daemon=True)
             t.start()
@@ -188,7 +193,8 @@ class Connection:
     def _record(self, err: PipelineError) -> None:
         if self._error is None:
             self._error = err
-        self.close()
+        if self._started:
+            self.close()
 
     def _fail(self, err: PipelineError):
         self._record(err)
