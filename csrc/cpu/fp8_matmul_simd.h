@@ -51,9 +51,9 @@ inline void split_range(int64_t n, int parts, int i, int64_t& lo, int64_t& hi) {
 // x is the activation scaled by 2^t (see gemv); out = 2^(S::kDecodeShift - t)
 // as two float factors (out[0] * out[1]), computed once per call: two ldexp
 // calls per row cost 10% on short rows.
-// With `prefetch`, the next R rows are fetched at the same column while these
-// are streamed: the hardware prefetcher needs a few misses to lock on to each
-// new row, which costs a third of the bandwidth when rows are short (K <= 2048).
+// The R rows are rs rows apart (see gemv_rows). With `prefetch`, each row's
+// successor (the next row of its stream) is fetched at the same column while
+// these are streamed, so a stream does not stall at every row end.
 constexpr int kLine = 64;
 
 template <class S, int M, int R>
@@ -103,16 +103,16 @@ inline void gemv_block(const Fp8MatmulArgs& a, const float* x, const float* out,
       }
     };
     using Two = std::integral_constant<int, 2>;
-    using Four = std::integral_constant<int, M <= 2 ? 4 : 2>;  // M > 2: x registers run out
+    using Wide = std::integral_constant<int, M <= 2 ? 4 : 2>;  // M > 2: x registers run out
     int64_t k = kb;
     // One cache line of each row per iteration, with its prefetch.
     for (; k + kLine <= kend; k += kLine) {
       if (prefetch) {
         TANDEM_UNROLL
-        for (int r = 0; r < R; ++r) __builtin_prefetch(w[r] + (rs == 1 ? R : 1) * K + k);
+        for (int r = 0; r < R; ++r) __builtin_prefetch(w[r] + K + k);
       }
       TANDEM_UNROLL
-      for (int j = 0; j < kLine; j += Four::value * W) step(k + j, Four{});
+      for (int j = 0; j < kLine; j += Wide::value * W) step(k + j, Wide{});
     }
     for (; k + 2 * W <= kend; k += 2 * W) step(k, Two{});
     for (; k < kend; k += W) {

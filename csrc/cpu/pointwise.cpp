@@ -19,9 +19,9 @@ void silu_mul_scalar(const float* g, const float* u, float* out, int64_t n) {
 void silu_mul(Isa isa, const float* g, const float* u, float* out, int64_t n) {
   // Prefill sizes (a few million values) are split over the pool.
   constexpr int64_t kChunk = 1 << 16;
-  const int parts = static_cast<int>(std::min<int64_t>((n + kChunk - 1) / kChunk, 4 * num_threads()));
-  parallel_for(std::max(parts, 1), [&](int t) {
-    const int64_t lo = n * t / std::max(parts, 1), hi = n * (t + 1) / std::max(parts, 1);
+  const int parts = static_cast<int>(std::clamp<int64_t>((n + kChunk - 1) / kChunk, 1, 4 * num_threads()));
+  parallel_for(parts, [&](int t) {
+    const int64_t lo = n * t / parts, hi = n * (t + 1) / parts;
 #if defined(TANDEM_X86)
     if (isa == Isa::Avx2 || isa == Isa::Avx512) return silu_mul_avx2(g + lo, u + lo, out + lo, hi - lo);
 #endif

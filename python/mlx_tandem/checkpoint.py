@@ -11,7 +11,7 @@ from mlx.utils import tree_flatten, tree_unflatten
 
 from . import _ext
 from .models import ModelArgs, model_class
-from .nn import FP8Linear, use_huge_pages
+from .nn import FP8Linear
 from .safetensors_io import SafetensorsFile
 
 _DTYPES = {"bfloat16": mx.bfloat16, "float16": mx.float16, "float32": mx.float32}
@@ -136,10 +136,7 @@ def load_model(path: str, layer_range: tuple[int, int] | None = None, dtype=None
             continue
         loaded.append((name, _load_tensor(ckpt, gname, param.shape, dtype)))
     model.update(tree_unflatten(loaded))
-    model.tie_head()
-    model.fuse_projections()
-    mx.eval(model.parameters())
-    use_huge_pages(model)
+    model.finish_loading()
     return model, config
 
 

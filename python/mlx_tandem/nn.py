@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import mlx.core as mx
 import mlx.nn as nn
+from mlx.utils import tree_flatten
 
 from . import _ext
 
@@ -12,8 +13,6 @@ def use_huge_pages(module: nn.Module) -> int:
     """Back the module's large (>= 2 MB) evaluated parameters with 2 MB pages where the OS allows:
     decode streams every weight once per token, and 4 KB pages cost a TLB miss (a nested page walk
     in a VM) and a prefetcher restart every 4 KB. Returns the bytes moved to huge pages."""
-    from mlx.utils import tree_flatten
-
     big = [p for _, p in tree_flatten(module.parameters()) if p.nbytes >= 2 << 20]
     return _ext.advise_hugepages(big) if big else 0
 

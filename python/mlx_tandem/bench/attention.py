@@ -13,7 +13,7 @@ import numpy as np
 import mlx_tandem as tdm
 from mlx_tandem import _ext
 
-from .timing import fmt_table, measure, numpy_sgemm_flops, paired, read_bandwidth
+from .timing import fmt_table, fresh_bytes, measure, numpy_sgemm_flops, paired, read_bandwidth
 
 # name, Hq, Hkv, Dk, Dv
 GEOMETRIES = [("llama-70b", 64, 8, 128, 128), ("deepseek-mla", 16, 16, 192, 128)]
@@ -125,8 +125,8 @@ def main(args):
     print(f"# tandem bench attention  (cpu path: {tdm.cpu_isa()}, threads: {tdm.num_threads()}, "
           f"dtype: {args.dtype})")
 
-    read_buf = np.random.default_rng(0).integers(0, 255, size=READ_BYTES, dtype=np.uint8)
-    bw, (bw_lo, bw_hi) = read_bandwidth(READ_BYTES, reps=reps)
+    read_buf = fresh_bytes(READ_BYTES)
+    bw, (bw_lo, bw_hi) = read_bandwidth(read_buf, reps=reps)
     sgemm, (sg_lo, sg_hi), _ = numpy_sgemm_flops(2048, 2048, 2048, reps=5)
     rows = [["memory read (stream, 256 MiB)", "anchor", "-", "-", f"{bw / 1e9:.1f} GB/s",
              f"spread {bw_lo / 1e9:.1f}-{bw_hi / 1e9:.1f}"],
@@ -144,7 +144,7 @@ def main(args):
             rows += r
             summary += s
     # Anchors again at the end: the machine is shared, so show how much they moved.
-    bw2, _ = read_bandwidth(READ_BYTES, reps=reps)
+    bw2, _ = read_bandwidth(read_buf, reps=reps)
     rows.append(["memory read (stream, 256 MiB), again", "anchor", "-", "-", f"{bw2 / 1e9:.1f} GB/s", "-"])
 
     print(fmt_table(["case", "kernel", "median ms", "min-max ms", "rate", "vs anchor"], rows))

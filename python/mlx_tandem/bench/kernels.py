@@ -10,7 +10,7 @@ import numpy as np
 import mlx_tandem as tdm
 from mlx_tandem import _ext
 
-from .timing import fmt_table, measure, numpy_sgemm_flops, paired, read_bandwidth
+from .timing import fmt_table, fresh_bytes, measure, numpy_sgemm_flops, paired, read_bandwidth
 
 SHAPES = [(8192, 8192), (28672, 8192), (8192, 28672)]
 QUICK_SHAPES = [(4096, 4096)]
@@ -64,8 +64,8 @@ def main(args):
         codes, scales = fresh_fp8_weight(n, k, seed=si)
         mx.eval(codes, scales)
         wbytes = n * k + scales.size * 4
-        bw, bw_spread = read_bandwidth(n * k, reps=reps)
-        read_buf = np.random.default_rng(1).integers(0, 255, size=n * k, dtype=np.uint8)
+        read_buf = fresh_bytes(n * k)
+        bw, bw_spread = read_bandwidth(read_buf, reps=reps)
         rows.append([f"{n}x{k}", "-", "memory read (stream)", "-", "-", f"{bw / 1e9:.1f}", "-", "anchor"])
         for m in (1, 4, args.gemm_m):
             x = mx.random.normal((m, k)).astype(mx.bfloat16)

@@ -18,7 +18,7 @@ from mlx.utils import tree_flatten, tree_unflatten
 from .. import _ext, fused
 from ..models import ModelArgs, model_class
 from ..generate import generate_step
-from ..nn import FP8Linear, use_huge_pages
+from ..nn import FP8Linear
 
 
 def add_arguments(parser):
@@ -64,10 +64,7 @@ def build_fp8(a) -> nn.Module:
             updates.append((name, (0.02 * mx.random.normal(p.shape, key=k)).astype(mx.bfloat16)))
             mx.eval(updates[-1][1])
     model.update(tree_unflatten(updates))
-    model.tie_head()  # the FP8 head from the embedding
-    model.fuse_projections()  # as load() does
-    mx.eval(model.parameters())
-    use_huge_pages(model)  # as load() places weights
+    model.finish_loading()  # the FP8 head from the embedding, fused projections, 2 MB pages: as load()
     return model
 
 

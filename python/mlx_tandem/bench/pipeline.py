@@ -76,9 +76,7 @@ def random_stage(layer_range):
         mx.eval(a)
         updates.append((name, a))
     model.update(tree_unflatten(updates))
-    model.fuse_projections()  # as load_model() does
-    mx.eval(model.parameters())
-    return model
+    return model.finish_loading()  # as load_model() does
 
 
 def model_info(spec):

@@ -35,14 +35,18 @@ def paired(ours, anchor, reps):
     return t_ours, t_anchor, [a / o for o, a in zip(t_ours, t_anchor)]
 
 
-def read_bandwidth(nbytes, reps=7):
-    """Memory read bandwidth (bytes/s, median) streaming a fresh buffer of nbytes with the
-    kernel pool's threads: the same threads and access pattern our GEMV uses."""
+def fresh_bytes(nbytes, seed=0):
+    """A random uint8 buffer (numpy backs large ones with 2 MB pages, as the loader does weights)."""
+    return np.random.default_rng(seed).integers(0, 255, size=nbytes, dtype=np.uint8)
+
+
+def read_bandwidth(buf, reps=7):
+    """Memory read bandwidth (bytes/s, median) streaming the uint8 buffer `buf` with the kernel
+    pool's threads: the same threads and access pattern our GEMV uses."""
     from mlx_tandem import _ext
 
-    buf = np.random.default_rng(0).integers(0, 255, size=nbytes, dtype=np.uint8)
     med, lo, hi = measure(lambda: _ext.stream_read(buf), reps=reps)
-    return nbytes / med, (nbytes / hi, nbytes / lo)
+    return buf.nbytes / med, (buf.nbytes / hi, buf.nbytes / lo)
 
 
 _SGEMM_SNIPPET = r"""

@@ -6,7 +6,7 @@ import mlx.core as mx
 import mlx.nn as nn
 
 from .. import _ext, fused
-from ..nn import FP8Linear
+from ..nn import FP8Linear, use_huge_pages
 from ..rotary import RoPE
 from .base import ModelArgs
 from .cache import KVCache
@@ -198,6 +198,14 @@ class Model(nn.Module):
             layer.self_attn.fuse()
             layer.mlp.fuse()
         mx.eval(self.parameters())
+
+    def finish_loading(self) -> "Model":
+        """Once the weights are in (load_model, the benchmarks' random models): derive a tied head,
+        fuse projections, evaluate, and move the large weights to 2 MB pages."""
+        self.tie_head()
+        self.fuse_projections()
+        use_huge_pages(self)
+        return self
 
     def make_cache(self) -> list[KVCache]:
         return [KVCache() for _ in self.model.layers]
