@@ -120,6 +120,12 @@ X = mx.zeros((2, 8))
     (lambda: _ext.rms_norm(X, mx.ones((8,)), -1.0), "rms_norm: eps must be >= 0"),
     (lambda: _ext.add_rms_norm(X, mx.zeros((8,)), mx.ones((8,)), 1e-5), "add_rms_norm: x and residual must"),
     (lambda: _ext.rms_norm(mx.zeros((2, 0)), mx.ones((0,)), 1e-5), "rms_norm: x must have a non-empty"),
+    (lambda: _ext.silu_mul(X, X.astype(mx.uint8)), "silu_mul: up must be float16"),
+    (lambda: _ext.rope(mx.zeros((1, 1, 1, 8)), mx.ones((1, 4)), 0), "rope: inv_freq must have 1"),
+    (lambda: _ext.rope(mx.zeros((1, 1, 1, 8), mx.int32), mx.ones((4,)), 0), "rope: x must be float16"),
+    (lambda: _ext.rms_norm(X.astype(mx.int32), mx.ones((8,)), 1e-5), "rms_norm: x must be float16"),
+    (lambda: _ext.rms_norm(X, mx.ones((8,), mx.int32), 1e-5), "rms_norm: weight must be float16"),
+    (lambda: _ext.add_rms_norm(X, X.astype(mx.int32), mx.ones((8,)), 1e-5), "add_rms_norm: residual must be float16"),
 ])
 def test_bad_input(call, match):
     with pytest.raises(ValueError, match=match):
