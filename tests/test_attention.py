@@ -165,6 +165,42 @@ def test_decode_groups_and_key_boundaries(monkeypatch, isa, dims):
 
 
 @pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("dims", [(192, 128), (576, 512), (40, 72)])
+def test_single_row_decode_segments(monkeypatch, isa, dims):
+    """One query row per KV head (no GQA) reads its keys as 3 segments side by side, each
+    shortened so the segments do not share L1 sets, the rest through plain blocks. Key counts
+    around the smallest segmented range (3 x 16 keys), segment blocks (80 keys each) and the key
+    split across threads, causal and not, in a dense (B, H, L, D) cache and a (B, L, H, D) one,
+    the unused tail holding huge keys and NaN values."""
+    monkeypatch.setenv("TANDEM_ISA", isa)
+    dk, dv = dims
+    rng = np.random.default_rng(dk * dv)
+    hkv, extra = 3, 24
+    lengths = [47, 48, 50, 241, 1201, 3001] if isa != "scalar" else [48, 241]
+    for i, lk in enumerate(lengths):
+        dtype = list(DTYPES)[i % len(DTYPES)]
+        causal = i % 2 == 0
+        huge = 6e4 if dtype == "float16" else 1e30
+        kc = np.full((1, hkv, lk + extra, dk), huge, np.float32)
+        vc = np.full((1, hkv, lk + extra, dv), np.nan, np.float32)
+        kc[:, :, :lk] = rounded(rng, (1, hkv, lk, dk), dtype)
+        vc[:, :, :lk] = rounded(rng, (1, hkv, lk, dv), dtype)
+        q = rounded(rng, (1, hkv, 1, dk), dtype)
+        kr, vr = (x[:, :, :lk].astype(np.float64) for x in (kc, vc))
+        qm = mx.array(q.astype(NP_DTYPES[dtype]))
+        for layout in ("bhld", "blhd"):
+            if layout == "bhld":
+                k = mx.array(kc.astype(NP_DTYPES[dtype]))[:, :, :lk]
+                v = mx.array(vc.astype(NP_DTYPES[dtype]))[:, :, :lk]
+            else:
+                k = mx.array(kc.transpose(0, 2, 1, 3).astype(NP_DTYPES[dtype])).transpose(0, 2, 1, 3)[:, :, :lk]
+                v = mx.array(vc.transpose(0, 2, 1, 3).astype(NP_DTYPES[dtype])).transpose(0, 2, 1, 3)[:, :, :lk]
+            out = tdm.fused_attention(qm, k, v, causal=causal)
+            got = np.array(out.astype(mx.float32)).astype(np.float64)
+            check(got, q, kr, vr, dtype, causal=causal)
+
+
+@pytest.mark.parametrize("isa", ISAS)
 def test_other_strided_layouts(monkeypatch, isa):
     """K/V in (B, L, H, D) storage seen through a transpose (contiguous last dim: read in place),
     and a K whose last dimension is strided (gathered), both equal to the contiguous result."""

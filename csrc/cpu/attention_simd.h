@@ -22,9 +22,11 @@
 //   tiles of at most 4 rows (4 rows x 3 keys, 4 rows x 3 vectors: 7 loads per
 //   12 FMAs), which is what bounds GQA decode on AVX2 (8 FLOP per cache byte).
 //   A single row (no GQA) keeps its scores contiguous so the softmax runs
-//   along the keys. K/V lines are prefetched ~8 KB ahead, spread over the
-//   score loop. The key range of a unit is split into chunks run on different
-//   threads, merged after.
+//   along the keys, and reads its key range as 3 segments side by side (one
+//   key of each per score tile) so the hardware prefetchers see 3 long
+//   streams instead of short rows read in step. Otherwise K/V lines are
+//   prefetched ~8 KB ahead, spread over the score loop. The key range of a
+//   unit is split into chunks run on different threads, merged after.
 #pragma once
 
 #include <algorithm>
@@ -251,25 +253,54 @@ void softmax_row(const TileState& t, int64_t n) {
   for (int64_t c = 0; c < t.Dvp; c += W) S::store(t.o + c, S::mul(S::load(t.o + c), va));
 }
 
-// O (R x Dvp) += P V for one block, V rows typed as stored. For decode the
-// row panel is at most 4 rows (4 x 3 vectors: 7 loads per 12 FMAs) and widens
-// in columns as rows get fewer, and the block is visited in chunks of keys so the V
-// rows a chunk touches stay in L1 while every column panel passes over them.
+// O (R x Dvp) += P V for n keys, P (n x R) with rows lda apart, V rows typed
+// as stored. For decode the row panel is at most 4 rows (4 x 3 vectors: 7
+// loads per 12 FMAs) and widens in columns as rows get fewer, and the keys are
+// visited in chunks so the V rows a chunk touches stay in L1 while every
+// column panel passes over them.
 template <class S, class TV>
-void pv_block(const TileState& t, int64_t n, const TV* v, int64_t ldv) {
+void pv_block(const TileState& t, const float* P, int64_t lda, int64_t n, const TV* v, int64_t ldv) {
   constexpr int W = S::W;
   const int64_t nv = t.Dvp / W;
-  if (t.Rp > W) return gemm_block<S, 6, 2, true>(t.R, nv, n, t.st, t.Rp, v, ldv, t.o, t.Dvp, true);
+  if (t.Rp > W) return gemm_block<S, 6, 2, true>(t.R, nv, n, P, lda, v, ldv, t.o, t.Dvp, true);
   constexpr int64_t chunk = 32;
   for (int64_t j = 0; j < n; j += chunk) {
     const int64_t nj = std::min(chunk, n - j);
-    const float* p = t.st + j * t.Rp;
+    const float* pj = P + j * lda;
     const TV* vj = v + j * ldv;
     if (t.R > 2)
-      gemm_block<S, 4, 3, true>(t.R, nv, nj, p, t.Rp, vj, ldv, t.o, t.Dvp, true);
+      gemm_block<S, 4, 3, true>(t.R, nv, nj, pj, lda, vj, ldv, t.o, t.Dvp, true);
     else
-      gemm_block<S, 2, 6, true>(t.R, nv, nj, p, t.Rp, vj, ldv, t.o, t.Dvp, true);
+      gemm_block<S, 2, 6, true>(t.R, nv, nj, pj, lda, vj, ldv, t.o, t.Dvp, true);
   }
+}
+
+// Segmented single-row decode (see dot_segments): segments per score tile.
+// Measured with 3, 4, 6 and 8 (8 = the 1 x 8 tile's width): fewer streams
+// keep up better with two threads, 3 and 4 alike.
+constexpr int kSegments = 3;
+constexpr int64_t kMinSegment = 16;  // keys per segment; shorter ranges use plain blocks
+
+// A segment length at most 31 keys under `len` whose K and V segment starts
+// fall in different L1 sets: segments a multiple of 4 KB apart evict each
+// other (measured: slower than one stream).
+inline int64_t segment_length(int64_t len, int64_t krow, int64_t vrow) {
+  auto spread = [&](int64_t l) {
+    int64_t worst = 4096;
+    for (int64_t row : {krow, vrow})
+      for (int s = 1; s < kSegments; ++s) {
+        const int64_t m = (s * l * row) & 4095;
+        worst = std::min(worst, std::min(m, 4096 - m));
+      }
+    return worst;
+  };
+  int64_t best = len, best_spread = -1;
+  for (int64_t l = len; l > len - 32 && l > 0; --l) {
+    const int64_t sp = spread(l);
+    if (sp > best_spread) best = l, best_spread = sp;
+    if (sp >= 256) break;
+  }
+  return best;
 }
 
 template <class S, class T>
@@ -340,18 +371,30 @@ class TaskRunner {
     const T* k = static_cast<const T*>(a.k) + b * a.ks[0] + kvh * a.ks[1];
     const T* v = static_cast<const T*>(a.v) + b * a.vs[0] + kvh * a.vs[1];
     const int64_t first_masked = qoff + p_first + 1;  // keys from here on are masked for some row
+    // A single row (no GQA) reads most of its keys as kSegments streams;
+    // what is left (a remainder, masked keys) goes through plain blocks.
+    int64_t k_rest = k_lo;
+    if (p.decode && R == 1 && Dk == p.Dkp && Dv == p.Dvp) {
+      constexpr int64_t es = sizeof(T);
+      const int64_t len = ((a.causal ? std::min(k_hi, first_masked) : k_hi) - k_lo) / kSegments;
+      const int64_t seg_len = segment_length(len, a.ks[2] * es, a.vs[2] * es);
+      if (seg_len >= kMinSegment) {
+        decode_segments(t, q, k, v, k_lo, seg_len);
+        k_rest = k_lo + kSegments * seg_len;
+      }
+    }
     // Decode streams K and V once: the rows of the first kPrefetchKeys keys
     // are requested now, then each score tile requests as many keys ahead.
     Prefetch pf;
     if (p.decode) {
       constexpr int64_t es = sizeof(T);
-      pf.k.init(k + k_lo * a.ks[2], a.ks[2] * es, Dk * es);
-      pf.v.init(v + k_lo * a.vs[2], a.vs[2] * es, Dv * es);
-      pf.left = k_hi - k_lo;
+      pf.k.init(k + k_rest * a.ks[2], a.ks[2] * es, Dk * es);
+      pf.v.init(v + k_rest * a.vs[2], a.vs[2] * es, Dv * es);
+      pf.left = k_hi - k_rest;
       pf.rows(p.prefetch_keys);
       pf.flush();
     }
-    for (int64_t kb0 = k_lo; kb0 < k_hi; kb0 += KB) {
+    for (int64_t kb0 = k_rest; kb0 < k_hi; kb0 += KB) {
       const int64_t n = std::min(KB, k_hi - kb0);
       const T* kb = k + kb0 * a.ks[2];
       const T* vb = v + kb0 * a.vs[2];
@@ -368,11 +411,11 @@ class TaskRunner {
       // O += P V, V read as stored when rows are whole vectors; widened once
       // per block for prefill with float16/bfloat16 (reused by every row panel).
       if (Dv == p.Dvp && (p.decode || std::is_same_v<T, float>)) {
-        pv_block<S>(t, n, vb, a.vs[2]);
+        pv_block<S>(t, t.st, t.Rp, n, vb, a.vs[2]);
       } else {
         float* vbuf = w.v.get(KB * p.Dvp);
         for (int64_t j = 0; j < n; ++j) load_row<S>(vb + j * a.vs[2], Dv, p.Dvp, vbuf + j * p.Dvp);
-        pv_block<S>(t, n, vbuf, p.Dvp);
+        pv_block<S>(t, t.st, t.Rp, n, vbuf, p.Dvp);
       }
     }
 
@@ -396,6 +439,26 @@ class TaskRunner {
   const T* q_row(int64_t b, int64_t kvh, int64_t row) const {
     const int64_t pos = row / p_.G, g = row % p_.G;
     return static_cast<const T*>(a_.q) + b * a_.qs[0] + (kvh * p_.G + g) * a_.qs[1] + pos * a_.qs[2];
+  }
+
+  // Single-row decode over keys [k0, k0 + kSegments * seg_len), none masked:
+  // blocks of KB keys, kSegments * per at a time (scores st[j * kSegments + s]
+  // for key k0 + s * seg_len + j), the online softmax over the block, then
+  // P V segment by segment. No software prefetch: it slowed these streams.
+  void decode_segments(const TileState& t, const float* qp, const T* k, const T* v, int64_t k0,
+                       int64_t seg_len) const {
+    constexpr int W = S::W;
+    const int64_t ldk = a_.ks[2], ldv = a_.vs[2], nd = p_.Dkp / W;
+    const int64_t per = std::max<int64_t>(1, p_.KB / kSegments);
+    for (int64_t j0 = 0; j0 < seg_len; j0 += per) {
+      const int64_t n = std::min(per, seg_len - j0);
+      const T* kb = k + (k0 + j0) * ldk;
+      const T* vb = v + (k0 + j0) * ldv;
+      dot_segments<S, kSegments>(n, nd, qp, kb, ldk, seg_len * ldk, t.st);
+      softmax_row<S>(t, n * kSegments);
+      for (int s = 0; s < kSegments; ++s)
+        pv_block<S>(t, t.st + s, kSegments, n, vb + s * seg_len * ldv, ldv);
+    }
   }
 
   // Decode: S^T by dot products over chunks of keys small enough to stay in

@@ -220,6 +220,17 @@ void dot_keys(int64_t nk, int64_t nd, const float* qp, int64_t ldq, const TK* K,
   }
 }
 
+// Scores of one row against keys taken NK at a time from NK segments of the
+// key range, lds elements apart: C[j * NK + n] = Q . K[j * ldk + n * lds].
+// Each segment is then read as one sequential stream, which the hardware
+// prefetchers follow; neighbouring short rows read in step were not followed
+// (one core: 5.4 GB/s in step vs 10.4 GB/s as 8 streams, a stream read 10.1).
+template <class S, int NK, class TK>
+void dot_segments(int64_t nk, int64_t nd, const float* qp, const TK* K, int64_t ldk, int64_t lds,
+                  float* C) {
+  for (int64_t j = 0; j < nk; ++j) dot<S, 1, NK>(nd, qp, S::W, K + j * ldk, lds, C + j * NK, 1, nullptr);
+}
+
 // Scores of rows [r0, r0 + mr) (mr <= 4) against nk keys; the key tile widens
 // as rows get fewer so there are always 8-12 independent accumulators.
 template <class S, class TK>
