@@ -275,6 +275,35 @@ void pv_block(const TileState& t, const float* P, int64_t lda, int64_t n, const 
   }
 }
 
+// O (1 x Dvp) += P V for one row over keys taken NSEG at a time from NSEG
+// segments of V (vseg elements apart), P[j * NSEG + s] the weight of key j of
+// segment s: the segments' V rows are read side by side, as their K rows were.
+// Chunks of keys stay in L1 while every column panel (8 accumulators) passes.
+template <class S, int NSEG, class TV>
+void pv_segments(const TileState& t, const float* P, int64_t n, const TV* v, int64_t ldv, int64_t vseg) {
+  using V = typename S::V;
+  constexpr int W = S::W;
+  constexpr int64_t chunk = 16;
+  const int64_t nv = t.Dvp / W;
+  for (int64_t j0 = 0; j0 < n; j0 += chunk) {
+    const int64_t j1 = std::min(n, j0 + chunk);
+    int64_t c = 0;
+    each_width<8>(c, nv, [&](auto width, int64_t c0) {
+      constexpr int N = decltype(width)::value;
+      float* o = t.o + c0 * W;
+      V acc[N];
+      for (int i = 0; i < N; ++i) acc[i] = S::load(o + i * W);
+      for (int64_t j = j0; j < j1; ++j)
+        for (int s = 0; s < NSEG; ++s) {
+          const V p = S::set1(P[j * NSEG + s]);
+          const TV* vr = v + s * vseg + j * ldv + c0 * W;
+          for (int i = 0; i < N; ++i) acc[i] = S::fma(p, vload<S>(vr + i * W), acc[i]);
+        }
+      for (int i = 0; i < N; ++i) S::store(o + i * W, acc[i]);
+    });
+  }
+}
+
 // Segmented single-row decode (see dot_segments): segments per score tile.
 // Measured with 3, 4, 6 and 8 (8 = the 1 x 8 tile's width): fewer streams
 // keep up better with two threads, 3 and 4 alike.
@@ -444,7 +473,8 @@ class TaskRunner {
   // Single-row decode over keys [k0, k0 + kSegments * seg_len), none masked:
   // blocks of KB keys, kSegments * per at a time (scores st[j * kSegments + s]
   // for key k0 + s * seg_len + j), the online softmax over the block, then
-  // P V segment by segment. No software prefetch: it slowed these streams.
+  // P V with the segments' V rows read side by side. No software prefetch:
+  // it slowed these streams.
   void decode_segments(const TileState& t, const float* qp, const T* k, const T* v, int64_t k0,
                        int64_t seg_len) const {
     constexpr int W = S::W;
@@ -456,8 +486,7 @@ class TaskRunner {
       const T* vb = v + (k0 + j0) * ldv;
       dot_segments<S, kSegments>(n, nd, qp, kb, ldk, seg_len * ldk, t.st);
       softmax_row<S>(t, n * kSegments);
-      for (int s = 0; s < kSegments; ++s)
-        pv_block<S>(t, t.st + s, kSegments, n, vb + s * seg_len * ldv, ldv);
+      pv_segments<S, kSegments>(t, t.st, n, vb, ldv, seg_len * ldv);
     }
   }
 
