@@ -253,25 +253,24 @@ void softmax_row(const TileState& t, int64_t n) {
   for (int64_t c = 0; c < t.Dvp; c += W) S::store(t.o + c, S::mul(S::load(t.o + c), va));
 }
 
-// O (R x Dvp) += P V for n keys, P (n x R) with rows lda apart, V rows typed
-// as stored. For decode the row panel is at most 4 rows (4 x 3 vectors: 7
-// loads per 12 FMAs) and widens in columns as rows get fewer, and the keys are
-// visited in chunks so the V rows a chunk touches stay in L1 while every
-// column panel passes over them.
+// O (R x Dvp) += P V for one block, V rows typed as stored. For decode the
+// row panel is at most 4 rows (4 x 3 vectors: 7 loads per 12 FMAs) and widens
+// in columns as rows get fewer, and the block is visited in chunks of keys so the V
+// rows a chunk touches stay in L1 while every column panel passes over them.
 template <class S, class TV>
-void pv_block(const TileState& t, const float* P, int64_t lda, int64_t n, const TV* v, int64_t ldv) {
+void pv_block(const TileState& t, int64_t n, const TV* v, int64_t ldv) {
   constexpr int W = S::W;
   const int64_t nv = t.Dvp / W;
-  if (t.Rp > W) return gemm_block<S, 6, 2, true>(t.R, nv, n, P, lda, v, ldv, t.o, t.Dvp, true);
+  if (t.Rp > W) return gemm_block<S, 6, 2, true>(t.R, nv, n, t.st, t.Rp, v, ldv, t.o, t.Dvp, true);
   constexpr int64_t chunk = 32;
   for (int64_t j = 0; j < n; j += chunk) {
     const int64_t nj = std::min(chunk, n - j);
-    const float* pj = P + j * lda;
+    const float* p = t.st + j * t.Rp;
     const TV* vj = v + j * ldv;
     if (t.R > 2)
-      gemm_block<S, 4, 3, true>(t.R, nv, nj, pj, lda, vj, ldv, t.o, t.Dvp, true);
+      gemm_block<S, 4, 3, true>(t.R, nv, nj, p, t.Rp, vj, ldv, t.o, t.Dvp, true);
     else
-      gemm_block<S, 2, 6, true>(t.R, nv, nj, pj, lda, vj, ldv, t.o, t.Dvp, true);
+      gemm_block<S, 2, 6, true>(t.R, nv, nj, p, t.Rp, vj, ldv, t.o, t.Dvp, true);
   }
 }
 
@@ -440,11 +439,11 @@ class TaskRunner {
       // O += P V, V read as stored when rows are whole vectors; widened once
       // per block for prefill with float16/bfloat16 (reused by every row panel).
       if (Dv == p.Dvp && (p.decode || std::is_same_v<T, float>)) {
-        pv_block<S>(t, t.st, t.Rp, n, vb, a.vs[2]);
+        pv_block<S>(t, n, vb, a.vs[2]);
       } else {
         float* vbuf = w.v.get(KB * p.Dvp);
         for (int64_t j = 0; j < n; ++j) load_row<S>(vb + j * a.vs[2], Dv, p.Dvp, vbuf + j * p.Dvp);
-        pv_block<S>(t, t.st, t.Rp, n, vbuf, p.Dvp);
+        pv_block<S>(t, n, vbuf, p.Dvp);
       }
     }
 
