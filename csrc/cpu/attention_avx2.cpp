@@ -7,8 +7,6 @@ namespace {
 
 // What the attention kernel needs on top of the shared AVX2 traits.
 struct AttnAvx2 : SimdAvx2 {
-  static V sub(V a, V b) { return _mm256_sub_ps(a, b); }
-  static V max(V a, V b) { return _mm256_max_ps(a, b); }
   static V select_gt(V a, V b, V x, V y) {  // a > b ? x : y
     return _mm256_blendv_ps(y, x, _mm256_cmp_ps(a, b, _CMP_GT_OQ));
   }

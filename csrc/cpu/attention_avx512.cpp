@@ -8,8 +8,6 @@ namespace {
 // What the attention kernel needs on top of the shared AVX-512 traits (same
 // algorithms as AttnAvx2 in attention_avx2.cpp, 16 lanes, mask registers).
 struct AttnAvx512 : SimdAvx512 {
-  static V sub(V a, V b) { return _mm512_sub_ps(a, b); }
-  static V max(V a, V b) { return _mm512_max_ps(a, b); }
   static V select_gt(V a, V b, V x, V y) {
     return _mm512_mask_blend_ps(_mm512_cmp_ps_mask(a, b, _CMP_GT_OQ), y, x);
   }

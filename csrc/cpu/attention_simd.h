@@ -412,7 +412,7 @@ class TaskRunner {
         k_rest = k_lo + kSegments * seg_len;
       }
     }
-    // Decode streams K and V once: the rows of the first kPrefetchKeys keys
+    // Decode streams K and V once: the rows of the first p.prefetch_keys keys
     // are requested now, then each score tile requests as many keys ahead.
     Prefetch pf;
     if (p.decode) {

@@ -4,9 +4,9 @@
 #include <immintrin.h>
 
 #include <cstdint>
+#include <cstring>
 
 #include "cpu/exp2_poly.h"
-#include <cstring>
 
 namespace tandem::cpu {
 
@@ -58,18 +58,14 @@ struct SimdAvx2 {
     return decode_bits(_mm_load_si128(reinterpret_cast<const __m128i*>(buf)));
   }
 
-  // 2^x for x <= 0 (softmax arguments): 2^round(x) built in the exponent bits
-  // times a degree-6 polynomial for 2^f, f in [-1/2, 1/2] (Cephes exp2f,
-  // ~2 ulp). x <= -127 (and -inf) gives exactly 0.
-  static V exp2(V x) {
-    x = _mm256_max_ps(x, _mm256_set1_ps(-127.0f));
-    const V n = _mm256_round_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    const V f = _mm256_sub_ps(x, n);
-    V p = _mm256_set1_ps(kExp2Poly[0]);
-    for (int i = 1; i < 7; ++i) p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(kExp2Poly[i]));
-    const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
-    return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
+  static V sub(V a, V b) { return _mm256_sub_ps(a, b); }
+  static V max(V a, V b) { return _mm256_max_ps(a, b); }
+  static V round(V x) { return _mm256_round_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
+  // 2^n for whole-valued n in [-127, 127], built in the exponent bits (n = -127 gives 0).
+  static V pow2i(V n) {
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23));
   }
+  static V exp2(V x) { return exp2_nonpositive<SimdAvx2>(x); }
 };
 
 } // namespace tandem::cpu

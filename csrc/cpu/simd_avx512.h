@@ -50,16 +50,14 @@ struct SimdAvx512 {
     return decode_bits(_mm_maskz_loadu_epi8(static_cast<__mmask16>((1u << n) - 1), p));
   }
 
-  // 2^x for x <= 0: 2^round(x) in the exponent bits times the polynomial; x <= -127 gives 0.
-  static V exp2(V x) {
-    x = _mm512_max_ps(x, _mm512_set1_ps(-127.0f));
-    const V n = _mm512_roundscale_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    const V f = _mm512_sub_ps(x, n);
-    V p = _mm512_set1_ps(kExp2Poly[0]);
-    for (int i = 1; i < 7; ++i) p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(kExp2Poly[i]));
-    const __m512i e = _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(127)), 23);
-    return _mm512_mul_ps(p, _mm512_castsi512_ps(e));
+  static V sub(V a, V b) { return _mm512_sub_ps(a, b); }
+  static V max(V a, V b) { return _mm512_max_ps(a, b); }
+  static V round(V x) { return _mm512_roundscale_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
+  // 2^n for whole-valued n in [-127, 127], built in the exponent bits (n = -127 gives 0).
+  static V pow2i(V n) {
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(127)), 23));
   }
+  static V exp2(V x) { return exp2_nonpositive<SimdAvx512>(x); }
 };
 
 } // namespace tandem::cpu
