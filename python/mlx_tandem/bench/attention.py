@@ -1,7 +1,8 @@
 """`tandem bench attention`: fused_attention decode and causal prefill on Llama-70B
 (Hq=64, Hkv=8, D=128) and DeepSeek MLA (192/128) geometries, against anchors measured in
 the same run: mx.fast.scaled_dot_product_attention on CPU, the memory read bandwidth
-(decode streams K and V once per step) and numpy/OpenBLAS sgemm throughput (prefill)."""
+(decode streams K and V once per step) and numpy/OpenBLAS sgemm throughput (prefill; for decode
+shown beside the bandwidth ratio, since GQA decode is FLOP-heavy)."""
 
 import itertools
 import statistics
@@ -73,11 +74,14 @@ def bench_decode(geom, lk, dtype, reps, read_buf, with_mlx):
     t_ours, t_read, ratios = paired(lambda: run(tdm.fused_attention), read, reps)
     med, lo, hi = statistics.median(t_ours), min(t_ours), max(t_ours)
     ratio = statistics.median(ratios)
-    # With GQA the step is FLOP-heavy (8 FLOP per cache byte at group 8): show both rates.
+    # With GQA the step is FLOP-heavy (8 FLOP per cache byte at group 8): show both rates, and
+    # the FLOP rate against numpy sgemm measured right after (the compute roof in practice).
     flops = 2.0 * hq * lk * (dk + dv)
+    sgemm, _, _ = numpy_sgemm_flops(2048, 2048, 2048, reps=5)
     rows = [_row(case, "tandem fused_attention", med, lo, hi,
                  f"{nbytes / med / 1e9:.1f} GB/s, {flops / med / 1e9:.0f} GFLOPS",
-                 f"{ratio:.0%} of bandwidth (paired: {nbytes / statistics.median(t_read) / 1e9:.1f} GB/s)")]
+                 f"{ratio:.0%} of bandwidth (paired: {nbytes / statistics.median(t_read) / 1e9:.1f} GB/s); "
+                 f"{flops / med / sgemm:.0%} of sgemm")]
     summary = [(f"decode {name} Lk={lk}", ratio, 0.7)]
     if with_mlx:
         m_med, m_lo, m_hi = measure(lambda: run(lambda q, k, v: _sdpa(q, k, v, False)), reps=max(3, reps // 2))
