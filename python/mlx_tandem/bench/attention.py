@@ -39,6 +39,11 @@ def _sdpa(q, k, v, causal):
                                                 mask="causal" if causal else None)
 
 
+def _sgemm():
+    """numpy sgemm 2048^3 throughput (FLOP/s, median; (min, max) spread; BLAS info): the compute anchor."""
+    return numpy_sgemm_flops(2048, 2048, 2048, reps=5)
+
+
 def _row(case, what, med, lo, hi, rate, verdict):
     return [case, what, f"{med * 1e3:.2f}", f"{lo * 1e3:.2f}-{hi * 1e3:.2f}", rate, verdict]
 
@@ -77,7 +82,7 @@ def bench_decode(geom, lk, dtype, reps, read_buf, with_mlx):
     # With GQA the step is FLOP-heavy (8 FLOP per cache byte at group 8): show both rates, and
     # the FLOP rate against numpy sgemm measured right after (the compute roof in practice).
     flops = 2.0 * hq * lk * (dk + dv)
-    sgemm, _, _ = numpy_sgemm_flops(2048, 2048, 2048, reps=5)
+    sgemm, _, _ = _sgemm()
     rows = [_row(case, "tandem fused_attention", med, lo, hi,
                  f"{nbytes / med / 1e9:.1f} GB/s, {flops / med / 1e9:.0f} GFLOPS",
                  f"{ratio:.0%} of bandwidth (paired: {nbytes / statistics.median(t_read) / 1e9:.1f} GB/s); "
@@ -101,7 +106,7 @@ def bench_prefill(geom, length, dtype, reps, with_mlx):
     flops = 2.0 * hq * (dk + dv) * length * (length + 1) / 2
     case = f"{name} prefill L={length}"
     med, lo, hi = measure(lambda: mx.eval(tdm.fused_attention(q, k, v)), reps=reps)
-    sgemm, _, _ = numpy_sgemm_flops(2048, 2048, 2048, reps=5)
+    sgemm, _, _ = _sgemm()
     rows = [_row(case, "tandem fused_attention", med, lo, hi, f"{flops / med / 1e9:.1f} GFLOPS",
                  f"{flops / med / sgemm:.0%} of numpy sgemm ({sgemm / 1e9:.1f} GFLOPS right after)")]
     summary = [(f"prefill {name} L={length}", flops / med / sgemm, 0.4)]
@@ -131,7 +136,7 @@ def main(args):
 
     read_buf = fresh_bytes(READ_BYTES)
     bw, (bw_lo, bw_hi) = read_bandwidth(read_buf, reps=reps)
-    sgemm, (sg_lo, sg_hi), _ = numpy_sgemm_flops(2048, 2048, 2048, reps=5)
+    sgemm, (sg_lo, sg_hi), _ = _sgemm()
     rows = [["memory read (stream, 256 MiB)", "anchor", "-", "-", f"{bw / 1e9:.1f} GB/s",
              f"spread {bw_lo / 1e9:.1f}-{bw_hi / 1e9:.1f}"],
             ["numpy sgemm 2048^3 (fp32)", "anchor", "-", "-", f"{sgemm / 1e9:.1f} GFLOPS",
