@@ -1,17 +1,21 @@
 // Cross-checks the SIMD FP8 matmul of one ISA against the portable scalar
-// kernel over ragged shapes and block sizes; built for another architecture and
-// run under qemu-user by tests/test_fp8_matmul_native.py (the NEON path has no
-// native host here). Prints "ok <cases>" or the first mismatch; exit code 1 on failure.
+// kernel over ragged shapes and block sizes. Built for aarch64 and run under
+// qemu-user by tests/test_fp8_matmul_native.py (the NEON path has no native
+// host here), and with the AVX-512 kernels compiled over SIMDe by
+// tests/test_avx512_emulated.py (argv[1] = "avx512"; default: the detected ISA).
+// Prints "ok <cases>" or the first mismatch; exit code 1 on failure.
 #include <cmath>
 #include <cstdio>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "cpu/kernels.h"
 
 using namespace tandem::cpu;
 
-int main() {
+int main(int argc, char** argv) {
+  const Isa isa = argc > 1 && std::string(argv[1]) == "avx512" ? Isa::Avx512 : detected_isa();
   std::mt19937 rng(1234);
   const int64_t ms[] = {1, 2, 3, 4, 5, 7, 8, 9, 13, 65};
   const int64_t ns[] = {1, 3, 7, 16, 33, 130};
@@ -40,18 +44,18 @@ int main() {
           Fp8MatmulArgs a_abs{abs_x.data(), abs_codes.data(), scales.data(), y_abs.data(), m, n, k, bn, bk};
           fp8_matmul_scalar(a_abs);
           a.y = y.data();
-          fp8_matmul(detected_isa(), a);
+          fp8_matmul(isa, a);
           for (int64_t i = 0; i < m * n; ++i) {
             const double tol = 2.0 * k * 1.2e-7 * y_abs[i] + 1e-30;
             if (std::fabs(y[i] - y_ref[i]) > tol) {
               std::printf("mismatch isa=%s m=%ld n=%ld k=%ld block=(%ld,%ld) i=%ld got=%g want=%g\n",
-                          isa_name(detected_isa()), long(m), long(n), long(k), long(bn), long(bk), long(i),
+                          isa_name(isa), long(m), long(n), long(k), long(bn), long(bk), long(i),
                           y[i], y_ref[i]);
               return 1;
             }
           }
           ++cases;
         }
-  std::printf("ok %d isa=%s\n", cases, isa_name(detected_isa()));
+  std::printf("ok %d isa=%s\n", cases, isa_name(isa));
   return 0;
 }
