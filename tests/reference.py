@@ -112,7 +112,8 @@ def rope(x, freqs, offset):
 
 def silu_mul(g, u):
     g = np.asarray(g, np.float64)
-    return g / (1.0 + np.exp(-g)) * np.asarray(u, np.float64)
+    with np.errstate(over="ignore"):  # exp(-g) = inf for g < -709 gives the right limit, -0
+        return g / (1.0 + np.exp(-g)) * np.asarray(u, np.float64)
 
 
 def rms_norm(x, w, eps):

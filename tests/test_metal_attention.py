@@ -97,7 +97,7 @@ def decode_cases():
                 yield pytest.param(dtype, (dk, dv), *rows[r], r, split, id=f"{dtype}-{dk}x{dv}-r{r}-{split}")
 
 
-@pytest.mark.parametrize("dtype,dims,g,lq,r,split", decode_cases())
+@pytest.mark.parametrize("dtype,dims,g,lq,r,split", list(decode_cases()))
 def test_every_decode_instantiation(dtype, dims, g, lq, r, split):
     lk = 1024 + 37 if split else 45
     plan, _, _ = run_attention(1, g, 1, lq, lk, *dims, dtype, causal=True, layout="cache", seed=r,

@@ -6,8 +6,10 @@
 // q in (B, H, L, D) or (B, L, H, D) order. Built by tests/test_avx512_emulated.py
 // with the AVX-512 kernels compiled over SIMDe on a host without AVX-512.
 // Prints "ok <cases> isa=<name>" or the first mismatch; exit code 1 on failure.
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <random>
 #include <string>
