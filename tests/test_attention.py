@@ -35,6 +35,14 @@ def run(q, k, v, dtype, **kw):
     return np.array(out.astype(mx.float32)).astype(np.float64)
 
 
+def cache_view(c, lk, dtype, layout):
+    """The first lk positions of a (B, H, L, D) float cache as an mx view, stored in that order
+    ("bhld") or as (B, L, H, D) ("blhd": rows strided by H * D)."""
+    if layout == "bhld":
+        return mx.array(c.astype(NP_DTYPES[dtype]))[:, :, :lk]
+    return mx.array(c.transpose(0, 2, 1, 3).astype(NP_DTYPES[dtype])).transpose(0, 2, 1, 3)[:, :, :lk]
+
+
 def check(got, q, k, v, dtype, scale=None, causal=True):
     want = ref.attention(q, k, v, scale=scale, causal=causal)
     np.testing.assert_allclose(got, want, rtol=TOL[dtype], atol=TOL[dtype])
@@ -156,8 +164,7 @@ def test_decode_groups_and_key_boundaries(monkeypatch, isa, dims):
             kc[:, :lk] = rounded(rng, (1, lk, hkv, dk), dtype)
             vc[:, :lk] = rounded(rng, (1, lk, hkv, dv), dtype)
             q = rounded(rng, (1, g * hkv, 1, dk), dtype)
-            k = mx.array(kc.astype(NP_DTYPES[dtype])).transpose(0, 2, 1, 3)[:, :, :lk]
-            v = mx.array(vc.astype(NP_DTYPES[dtype])).transpose(0, 2, 1, 3)[:, :, :lk]
+            k, v = (cache_view(x.transpose(0, 2, 1, 3), lk, dtype, "blhd") for x in (kc, vc))
             out = tdm.fused_attention(mx.array(q.astype(NP_DTYPES[dtype])), k, v)
             got = np.array(out.astype(mx.float32)).astype(np.float64)
             kr, vr = (x[:, :lk].transpose(0, 2, 1, 3).astype(np.float64) for x in (kc, vc))
@@ -189,12 +196,7 @@ def test_single_row_decode_segments(monkeypatch, isa, dims):
         kr, vr = (x[:, :, :lk].astype(np.float64) for x in (kc, vc))
         qm = mx.array(q.astype(NP_DTYPES[dtype]))
         for layout in ("bhld", "blhd"):
-            if layout == "bhld":
-                k = mx.array(kc.astype(NP_DTYPES[dtype]))[:, :, :lk]
-                v = mx.array(vc.astype(NP_DTYPES[dtype]))[:, :, :lk]
-            else:
-                k = mx.array(kc.transpose(0, 2, 1, 3).astype(NP_DTYPES[dtype])).transpose(0, 2, 1, 3)[:, :, :lk]
-                v = mx.array(vc.transpose(0, 2, 1, 3).astype(NP_DTYPES[dtype])).transpose(0, 2, 1, 3)[:, :, :lk]
+            k, v = (cache_view(x, lk, dtype, layout) for x in (kc, vc))
             out = tdm.fused_attention(qm, k, v, causal=causal)
             got = np.array(out.astype(mx.float32)).astype(np.float64)
             check(got, q, kr, vr, dtype, causal=causal)

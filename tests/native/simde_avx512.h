@@ -39,66 +39,52 @@ inline float reduce_add_ps(simde__m512 a) {  // pairwise, as GCC's own
     for (int i = 0; i < w; ++i) f[i] += f[i + w];
   return f[0];
 }
-inline simde__m256i cvtepi32_epi16(simde__m512i a) {
-  int32_t x[16];
-  int16_t y[16];
+// Out's lanes from In's, 8 at a time through f(const From* x, To* y).
+template <class Out, class To, class From, class In, class F>
+inline Out convert8(In a, F f) {
+  constexpr int N = sizeof(In) / sizeof(From);
+  From x[N];
+  To y[N];
   lanes(a, x);
-  for (int i = 0; i < 16; ++i) y[i] = static_cast<int16_t>(x[i]);
-  return from_lanes<simde__m256i>(y);
+  for (int i = 0; i < N; i += 8) f(x + i, y + i);
+  return from_lanes<Out>(y);
 }
-inline simde__m512i cvtepu16_epi32(simde__m256i a) {
-  uint16_t x[16];
-  uint32_t y[16];
-  lanes(a, x);
-  for (int i = 0; i < 16; ++i) y[i] = x[i];
-  return from_lanes<simde__m512i>(y);
+// Integer widening / truncation, lane by lane.
+template <class Out, class To, class From, class In>
+inline Out cast_lanes(In a) {
+  return convert8<Out, To, From>(a, [](const From* x, To* y) {
+    for (int i = 0; i < 8; ++i) y[i] = static_cast<To>(x[i]);
+  });
 }
-inline simde__m512i cvtepu8_epi16(simde__m256i a) {
-  uint8_t x[32];
-  uint16_t y[32];
-  lanes(a, x);
-  for (int i = 0; i < 32; ++i) y[i] = x[i];
-  return from_lanes<simde__m512i>(y);
-}
-// The conversions go through the host's F16C / AVX, one 256-bit half at a time.
+inline simde__m256i cvtepi32_epi16(simde__m512i a) { return cast_lanes<simde__m256i, int16_t, int32_t>(a); }
+inline simde__m512i cvtepu16_epi32(simde__m256i a) { return cast_lanes<simde__m512i, uint32_t, uint16_t>(a); }
+inline simde__m512i cvtepu8_epi16(simde__m256i a) { return cast_lanes<simde__m512i, uint16_t, uint8_t>(a); }
+// Float conversions through the host's F16C / AVX, 8 lanes at a time.
 inline simde__m512 cvtph_ps(simde__m256i a) {
-  uint16_t x[16];
-  float y[16];
-  lanes(a, x);
-  for (int h = 0; h < 2; ++h) _mm256_storeu_ps(y + 8 * h, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(x + 8 * h))));
-  return from_lanes<simde__m512>(y);
+  return convert8<simde__m512, float, uint16_t>(a, [](const uint16_t* x, float* y) {
+    _mm256_storeu_ps(y, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(x))));
+  });
 }
 inline simde__m256i cvtps_ph(simde__m512 a, int rounding) {
-  float x[16];
-  uint16_t y[16];
-  lanes(a, x);
-  for (int h = 0; h < 2; ++h) {
-    const __m256 v = _mm256_loadu_ps(x + 8 * h);
-    // _mm256_cvtps_ph needs a constant: the kernels pass nearest-even, others are refused.
-    if (rounding != (_MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)) __builtin_trap();
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(y + 8 * h), _mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
-  }
-  return from_lanes<simde__m256i>(y);
+  // _mm256_cvtps_ph needs a constant: the kernels pass nearest-even, others are refused.
+  if (rounding != (_MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)) __builtin_trap();
+  return convert8<simde__m256i, uint16_t, float>(a, [](const float* x, uint16_t* y) {
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(y),
+                     _mm256_cvtps_ph(_mm256_loadu_ps(x), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+  });
 }
 inline simde__m512i cvtps_epi32(simde__m512 a) {
-  float x[16];
-  int32_t y[16];
-  lanes(a, x);
-  for (int h = 0; h < 2; ++h)
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(y + 8 * h), _mm256_cvtps_epi32(_mm256_loadu_ps(x + 8 * h)));
-  return from_lanes<simde__m512i>(y);
+  return convert8<simde__m512i, int32_t, float>(a, [](const float* x, int32_t* y) {
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(y), _mm256_cvtps_epi32(_mm256_loadu_ps(x)));
+  });
 }
-inline simde__m512 maskz_loadu_ps(uint16_t k, const void* p) {
-  float y[16] = {};
-  for (int i = 0; i < 16; ++i)
-    if (k >> i & 1) std::memcpy(y + i, static_cast<const float*>(p) + i, sizeof(float));
-  return from_lanes<simde__m512>(y);
-}
-inline simde__m128i maskz_loadu_epi8(uint16_t k, const void* p) {
-  uint8_t y[16] = {};
-  for (int i = 0; i < 16; ++i)
-    if (k >> i & 1) y[i] = static_cast<const uint8_t*>(p)[i];
-  return from_lanes<simde__m128i>(y);
+// Zero-masked load of Out's lanes of T: only the enabled lanes are read.
+template <class Out, class T>
+inline Out maskz_loadu(uint16_t k, const void* p) {
+  T y[sizeof(Out) / sizeof(T)] = {};
+  for (int i = 0; i < static_cast<int>(sizeof(Out) / sizeof(T)); ++i)
+    if (k >> i & 1) std::memcpy(y + i, static_cast<const T*>(p) + i, sizeof(T));
+  return from_lanes<Out>(y);
 }
 
 }  // namespace tandem_simde
@@ -111,5 +97,5 @@ inline simde__m128i maskz_loadu_epi8(uint16_t k, const void* p) {
 #define _mm512_cvtph_ps(a) tandem_simde::cvtph_ps(a)
 #define _mm512_cvtps_ph(a, r) tandem_simde::cvtps_ph(a, r)
 #define _mm512_cvtps_epi32(a) tandem_simde::cvtps_epi32(a)
-#define _mm512_maskz_loadu_ps(k, p) tandem_simde::maskz_loadu_ps(k, p)
-#define _mm_maskz_loadu_epi8(k, p) tandem_simde::maskz_loadu_epi8(k, p)
+#define _mm512_maskz_loadu_ps(k, p) tandem_simde::maskz_loadu<simde__m512, float>(k, p)
+#define _mm_maskz_loadu_epi8(k, p) tandem_simde::maskz_loadu<simde__m128i, uint8_t>(k, p)
