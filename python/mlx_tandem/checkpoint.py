@@ -7,11 +7,12 @@ import os
 import re
 
 import mlx.core as mx
+import numpy as np
 from mlx.utils import tree_flatten, tree_unflatten
 
 from . import _ext
-from .models import ModelArgs, model_class
-from .nn import FP8Linear
+from .models import model_class
+from .nn import FP8Linear, FP8SwitchLinear
 from .safetensors_io import SafetensorsFile
 
 _DTYPES = {"bfloat16": mx.bfloat16, "float16": mx.float16, "float32": mx.float32}
@@ -100,41 +101,50 @@ def _global_name(name: str, start: int) -> str:
 def load_model(path: str, layer_range: tuple[int, int] | None = None, dtype=None,
                head_bf16: bool | None = None):
     """Build the model for `layer_range` and read only its tensors. Float linear weights are
-    quantized to FP8 at load; FP8 ones (weight + weight_scale_inv) are used as they are.
+    quantized to FP8 at load; FP8 ones (weight + weight_scale_inv) are used as they are. Stacked
+    expert projections are assembled one at a time from the checkpoint's per-expert tensors.
     head_bf16: None keeps the head as the checkpoint has it (float only in an FP8 checkpoint
     converted with --keep-head-bf16); True/False force a float/FP8 head."""
     ckpt = Checkpoint(path)
     config = ckpt.config
-    args = ModelArgs.from_config(config)
-    cls = model_class(args.model_type)
+    if config.get("model_type") is None:
+        raise ValueError("config.json: missing 'model_type'")
+    cls = model_class(config["model_type"])
     fp8_block = block_size_of(config)
     block = fp8_block or (128, 128)
+    tied = bool(config.get("tie_word_embeddings", False))
     if head_bf16 is None:
-        head_bf16 = (fp8_block is not None and not args.tie_word_embeddings
-                     and "lm_head.weight_scale_inv" not in ckpt)
+        head_bf16 = fp8_block is not None and not tied and "lm_head.weight_scale_inv" not in ckpt
     if dtype is None:
         dtype = _DTYPES.get(config.get("torch_dtype") or config.get("dtype"), mx.bfloat16)
     elif isinstance(dtype, str):
         dtype = _DTYPES[dtype]
-    model = cls(args, layer_range, block_size=block, head_bf16=head_bf16)
+    model = cls(config, layer_range, block_size=block, head_bf16=head_bf16)
     start = model.layer_range[0]
-    tied_head = args.tie_word_embeddings and model.model.is_last
-    linears = {name for name, m in model.named_modules() if isinstance(m, FP8Linear)}
+    tied_head = model.args.tie_word_embeddings and model.model.is_last
+    modules = dict(model.named_modules())
+    float32 = set(getattr(model, "float32_params", ()))
     loaded = []
     for name, param in tree_flatten(model.parameters()):
         if tied_head and name.startswith("lm_head."):
             continue  # derived from the embedding in tie_head()
         owner, leaf = name.rsplit(".", 1)
         gname = _global_name(name, start)
-        if owner in linears and leaf in ("weight", "weight_scale_inv"):
+        module = modules.get(owner)
+        if isinstance(module, (FP8Linear, FP8SwitchLinear)) and leaf in ("weight", "weight_scale_inv"):
             if leaf == "weight":
-                loaded += _load_linear(ckpt, _global_name(owner, start), owner, param.shape, block)
+                gowner = _global_name(owner, start)
+                if isinstance(module, FP8SwitchLinear):
+                    loaded += _load_experts(ckpt, model.expert_sources(gowner, param.shape[0]), owner,
+                                            param.shape, block)
+                else:
+                    loaded += _load_linear(ckpt, gowner, owner, param.shape, block)
             continue
         if gname == "lm_head.weight" and "lm_head.weight_scale_inv" in ckpt:  # FP8 head kept as float
             codes, scales = ckpt.get(gname), ckpt.get(gname + "_scale_inv")
             loaded.append((name, _ext.dequantize_fp8(codes, scales, block_size=block, dtype=dtype)))
             continue
-        loaded.append((name, _load_tensor(ckpt, gname, param.shape, dtype)))
+        loaded.append((name, _load_tensor(ckpt, gname, param.shape, mx.float32 if leaf in float32 else dtype)))
     model.update(tree_unflatten(loaded))
     model.finish_loading()
     return model, config
@@ -151,6 +161,19 @@ def _load_tensor(ckpt, gname, shape, dtype):
     return ckpt.get(gname).astype(dtype)
 
 
+def _load_experts(ckpt, prefixes, owner, shape, block):
+    """(local name, array) pairs of one stacked (E, N, K) projection from E per-expert tensors,
+    filled one expert at a time into a preallocated buffer (peak: this tensor twice, briefly)."""
+    E, N, K = shape
+    codes = np.empty((E, N, K), np.uint8)
+    scales = np.empty((E, -(-N // block[0]), -(-K // block[1])), np.float32)
+    for e, prefix in enumerate(prefixes):
+        c, s = _load_linear(ckpt, prefix, owner, (N, K), block)
+        codes[e], scales[e] = np.array(c[1]), np.array(s[1])
+        del c, s
+    out = [(f"{owner}.weight", mx.array(codes)), (f"{owner}.weight_scale_inv", mx.array(scales))]
+    mx.eval([a for _, a in out])
+    return out
 def _load_linear(ckpt, gowner, owner, shape, block):
     """(local name, array) pairs for one FP8Linear's codes and scales."""
     wname, sname = f"{gowner}.weight", f"{gowner}.weight_scale_inv"

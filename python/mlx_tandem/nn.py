@@ -60,19 +60,12 @@ class FP8Linear(nn.Module):
         gate/up: one weight stream and one op instead of several), or None when the weights
         cannot share scale blocks: same K and block size, every part but the last a whole number
         of row blocks, biases on all or none."""
-        bn, bk = layers[0].block_size
-        K = layers[0].weight.shape[1]
-        if any(l.block_size != (bn, bk) or l.weight.shape[1] != K for l in layers):
-            return None
-        if any(l.weight.shape[0] % bn for l in layers[:-1]):
-            return None
         biased = ["bias" in l for l in layers]
-        if any(biased) and not all(biased):
+        if any(biased) and not all(biased) or not _rows_concatenable(layers):
             return None
-        N = sum(l.weight.shape[0] for l in layers)
-        out = cls(K, N, bias=all(biased), block_size=(bn, bk))
-        out.weight = mx.concatenate([l.weight for l in layers], axis=0)
-        out.weight_scale_inv = mx.concatenate([l.weight_scale_inv for l in layers], axis=0)
+        N = sum(l.weight.shape[-2] for l in layers)
+        out = cls(layers[0].weight.shape[-1], N, bias=all(biased), block_size=layers[0].block_size)
+        _concat_rows(out, layers)
         if all(biased):
             out.bias = mx.concatenate([l.bias for l in layers], axis=0)
         return out
@@ -86,3 +79,49 @@ class FP8Linear(nn.Module):
     def _extra_repr(self) -> str:
         N, K = self.weight.shape
         return f"input_dims={K}, output_dims={N}, bias={'bias' in self}, block_size={self.block_size}"
+
+
+def _rows_concatenable(layers) -> bool:
+    """Weights (..., N_i, K) can stack along N sharing scale blocks: same leading dims, K and block
+    size, every part but the last a whole number of row blocks."""
+    bn, _ = layers[0].block_size
+    w0 = layers[0].weight
+    return (all(l.block_size == layers[0].block_size and l.weight.shape[:-2] == w0.shape[:-2]
+                and l.weight.shape[-1] == w0.shape[-1] for l in layers)
+            and not any(l.weight.shape[-2] % bn for l in layers[:-1]))
+
+
+def _concat_rows(out, layers):
+    out.weight = mx.concatenate([l.weight for l in layers], axis=-2)
+    out.weight_scale_inv = mx.concatenate([l.weight_scale_inv for l in layers], axis=-2)
+
+
+class FP8SwitchLinear(nn.Module):
+    """E experts' FP8 weights stacked (E, N, K) with scales (E, ceil(N/bn), ceil(K/bk));
+    `layer(x, indices)`: x (..., K), indices (..., k) int32 -> (..., k, N) through
+    gather_fp8_matmul (only the selected experts' bytes are read)."""
+
+    def __init__(self, input_dims: int, output_dims: int, experts: int,
+                 block_size: tuple[int, int] = (128, 128)):
+        super().__init__()
+        bn, bk = block_size
+        self.block_size = (int(bn), int(bk))
+        self.weight = mx.zeros((experts, output_dims, input_dims), mx.uint8)
+        self.weight_scale_inv = mx.ones((experts, -(-output_dims // bn), -(-input_dims // bk)), mx.float32)
+
+    @classmethod
+    def concat(cls, layers: list["FP8SwitchLinear"]) -> "FP8SwitchLinear | None":
+        """Per expert, the layers' rows one after the other (gate/up), or None (see FP8Linear.concat)."""
+        if not _rows_concatenable(layers):
+            return None
+        E, _, K = layers[0].weight.shape
+        out = cls(K, sum(l.weight.shape[1] for l in layers), E, layers[0].block_size)
+        _concat_rows(out, layers)
+        return out
+
+    def __call__(self, x: mx.array, indices: mx.array) -> mx.array:
+        return _ext.gather_fp8_matmul(x, self.weight, self.weight_scale_inv, indices, block_size=self.block_size)
+
+    def _extra_repr(self) -> str:
+        E, N, K = self.weight.shape
+        return f"experts={E}, input_dims={K}, output_dims={N}, block_size={self.block_size}"

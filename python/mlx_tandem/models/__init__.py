@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from . import llama, qwen2
+from . import deepseek_v3, llama, qwen2
 from .base import ModelArgs
-from .cache import KVCache
+from .cache import KVCache, LatentCache
 
-ARCHITECTURES = {"llama": llama.Model, "mistral": llama.Model, "qwen2": qwen2.Model}
+ARCHITECTURES = {"llama": llama.Model, "mistral": llama.Model, "qwen2": qwen2.Model,
+                 "deepseek_v3": deepseek_v3.Model, "kimi_k2": deepseek_v3.Model, "deepseek_v2": deepseek_v3.Model}
 
 
-def model_class(model_type: str):
+def model_class(model_type: str | None):
     try:
         return ARCHITECTURES[model_type]
     except KeyError:
@@ -17,4 +18,4 @@ def model_class(model_type: str):
                          f"{', '.join(sorted(ARCHITECTURES))}") from None
 
 
-__all__ = ["ARCHITECTURES", "KVCache", "ModelArgs", "model_class"]
+__all__ = ["ARCHITECTURES", "KVCache", "LatentCache", "ModelArgs", "model_class"]

@@ -1,58 +1,81 @@
-"""KV cache: one preallocated buffer per layer, grown in steps, handed to fused_attention as views."""
+"""Caches of attention layers: preallocated buffers, grown in steps, handed to fused_attention as views."""
 
 from __future__ import annotations
 
 import mlx.core as mx
 
 
-class KVCache:
-    """Keys/values of one attention layer, (B, Hkv, capacity, D) each.
+class _StepBuffers:
+    """One or more (B, H, capacity, D_i) buffers that advance together along axis 2.
 
-    `update_and_fetch` writes the new positions in place and returns the valid prefix
-    `[..., :offset, :]` as a strided view of the buffer (no copy); fused_attention reads views.
-    The buffer grows by `step` positions at a time, so decode does not reallocate per token.
+    `_update(*new)` writes the new positions in place and returns each buffer's valid prefix
+    `[..., :offset, :]` as a strided view (no copy). Buffers grow by `step` positions at a time,
+    so decode does not reallocate per token.
     """
 
     step = 256
 
     def __init__(self, step: int | None = None):
-        self.keys: mx.array | None = None
-        self.values: mx.array | None = None
+        self.buffers: list[mx.array] | None = None
         self.offset = 0
         if step is not None:
             self.step = step
 
-    def update_and_fetch(self, keys: mx.array, values: mx.array) -> tuple[mx.array, mx.array]:
-        if keys.ndim != 4 or values.ndim != 4 or keys.shape[:3] != values.shape[:3]:
-            raise ValueError(f"KVCache: expected keys/values (B, Hkv, L, D) with matching B, Hkv, L; "
-                             f"got {keys.shape} and {values.shape}")
-        prev, n = self.offset, keys.shape[2]
-        if self.keys is None or prev + n > self.keys.shape[2]:
-            self._grow(keys, values, prev + n)
-        elif keys.shape[:2] != self.keys.shape[:2] or keys.shape[3] != self.keys.shape[3]:
-            raise ValueError(f"KVCache: new keys {keys.shape} do not match the cache {self.keys.shape}")
+    def _update(self, *new: mx.array) -> list[mx.array]:
+        prev, n = self.offset, new[0].shape[2]
+        if self.buffers is None or prev + n > self.buffers[0].shape[2]:
+            self._grow(new, prev + n)
+        elif any(a.shape[:2] != b.shape[:2] or a.shape[3] != b.shape[3] for a, b in zip(new, self.buffers)):
+            raise ValueError(f"{type(self).__name__}: new entries {[a.shape for a in new]} do not match the "
+                             f"cache {[b.shape for b in self.buffers]}")
         self.offset = prev + n
-        self.keys[..., prev:self.offset, :] = keys
-        self.values[..., prev:self.offset, :] = values
-        return self.keys[..., :self.offset, :], self.values[..., :self.offset, :]
+        for a, b in zip(new, self.buffers):
+            b[..., prev:self.offset, :] = a
+        return [b[..., :self.offset, :] for b in self.buffers]
 
-    def _grow(self, keys, values, needed):
-        B, H, _, Dk = keys.shape
-        Dv = values.shape[3]
+    def _grow(self, new, needed):
         cap = -(-needed // self.step) * self.step
-        new_k = mx.zeros((B, H, cap, Dk), keys.dtype)
-        new_v = mx.zeros((B, H, cap, Dv), values.dtype)
-        if self.keys is not None and self.offset:
-            new_k[..., :self.offset, :] = self.keys[..., :self.offset, :]
-            new_v[..., :self.offset, :] = self.values[..., :self.offset, :]
-        self.keys, self.values = new_k, new_v
+        grown = [mx.zeros((*a.shape[:2], cap, a.shape[3]), a.dtype) for a in new]
+        if self.buffers is not None and self.offset:
+            for g, b in zip(grown, self.buffers):
+                g[..., :self.offset, :] = b[..., :self.offset, :]
+        self.buffers = grown
 
     @property
     def state(self):
-        return self.keys, self.values
+        return tuple(self.buffers or ())
 
     def trim(self, n: int) -> int:
         """Drop the last n positions (speculative/retry use); returns how many were dropped."""
         n = min(self.offset, n)
         self.offset -= n
         return n
+
+
+class KVCache(_StepBuffers):
+    """Keys/values of one attention layer, (B, Hkv, capacity, D) each."""
+
+    def update_and_fetch(self, keys: mx.array, values: mx.array) -> tuple[mx.array, mx.array]:
+        if keys.ndim != 4 or values.ndim != 4 or keys.shape[:3] != values.shape[:3]:
+            raise ValueError(f"KVCache: expected keys/values (B, Hkv, L, D) with matching B, Hkv, L; "
+                             f"got {keys.shape} and {values.shape}")
+        k, v = self._update(keys, values)
+        return k, v
+
+    @property
+    def keys(self):
+        return self.buffers[0] if self.buffers else None
+
+    @property
+    def values(self):
+        return self.buffers[1] if self.buffers else None
+
+
+class LatentCache(_StepBuffers):
+    """MLA's compressed cache: per token one row (B, 1, capacity, D) holding the normalised latent
+    and the rotated shared rope key side by side; keys are whole rows, values their latent prefix."""
+
+    def update_and_fetch(self, entries: mx.array) -> mx.array:
+        if entries.ndim != 4 or entries.shape[1] != 1:
+            raise ValueError(f"LatentCache: expected entries (B, 1, L, D), got {entries.shape}")
+        return self._update(entries)[0]

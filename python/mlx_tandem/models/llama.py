@@ -64,9 +64,10 @@ class Attention(nn.Module):
 
 
 class MLP(nn.Module):
-    def __init__(self, args: ModelArgs, block_size):
+    """SwiGLU feed-forward: down(silu(gate(x)) * up(x)) (also DeepSeek's dense and shared experts)."""
+
+    def __init__(self, dim: int, hidden: int, bias: bool, block_size):
         super().__init__()
-        dim, hidden, bias = args.hidden_size, args.intermediate_size, args.mlp_bias
         self.gate_proj = FP8Linear(dim, hidden, bias, block_size)
         self.up_proj = FP8Linear(dim, hidden, bias, block_size)
         self.down_proj = FP8Linear(hidden, dim, bias, block_size)
@@ -92,7 +93,7 @@ class TransformerBlock(nn.Module):
     def __init__(self, args: ModelArgs, block_size):
         super().__init__()
         self.self_attn = Attention(args, block_size)
-        self.mlp = MLP(args, block_size)
+        self.mlp = MLP(args.hidden_size, args.intermediate_size, args.mlp_bias, block_size)
         self.input_layernorm = nn.RMSNorm(args.hidden_size, eps=args.rms_norm_eps)
         self.post_attention_layernorm = nn.RMSNorm(args.hidden_size, eps=args.rms_norm_eps)
 
