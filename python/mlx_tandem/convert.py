@@ -15,7 +15,10 @@ from . import _ext
 from .checkpoint import Checkpoint, block_size_of
 from .safetensors_io import StreamingWriter, to_bytes
 
-_LINEAR = re.compile(r"^model\.layers\.\d+\.(self_attn\.[qkvo]_proj|mlp\.(gate|up|down)_proj)\.weight$")
+# Linear weights that become FP8: Llama/Qwen/Mistral projections and DeepSeek's MLA projections,
+# dense, shared and per-expert MLPs (not the router `mlp.gate`, norms or MTP's eh_proj: DeepSeek keeps those).
+_LINEAR = re.compile(r"^model\.layers\.\d+\.(self_attn\.([qkvo]_proj|q_a_proj|q_b_proj|kv_a_proj_with_mqa|kv_b_proj)"
+                     r"|mlp\.((experts\.\d+|shared_experts)\.)?(gate|up|down)_proj)\.weight$")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
                    "generation_config.json", "chat_template.jinja", "chat_template.json")
 _OUT_DTYPES = {"bfloat16": (mx.bfloat16, "BF16"), "float16": (mx.float16, "F16"),
