@@ -126,7 +126,9 @@ def load_model(path: str, layer_range: tuple[int, int] | None = None, dtype=None
     model = cls(config, layer_range, block_size=block, head_bf16=head_bf16)
     start = model.layer_range[0]
     tied_head = model.args.tie_word_embeddings and model.model.is_last
-    modules = dict(model.named_modules())
+    # names only: holding the modules would keep unfused weights alive after finish_loading fuses them
+    linears = {name for name, m in model.named_modules() if isinstance(m, FP8Linear)}
+    stacked = {name for name, m in model.named_modules() if isinstance(m, FP8SwitchLinear)}
     float32 = set(getattr(model, "float32_params", ()))
     loaded = []
     for name, param in tree_flatten(model.parameters()):
@@ -134,11 +136,10 @@ def load_model(path: str, layer_range: tuple[int, int] | None = None, dtype=None
             continue  # derived from the embedding in tie_head()
         owner, leaf = name.rsplit(".", 1)
         gname = _global_name(name, start)
-        module = modules.get(owner)
-        if isinstance(module, (FP8Linear, FP8SwitchLinear)) and leaf in ("weight", "weight_scale_inv"):
+        if (owner in linears or owner in stacked) and leaf in ("weight", "weight_scale_inv"):
             if leaf == "weight":
                 gowner = _global_name(owner, start)
-                if isinstance(module, FP8SwitchLinear):
+                if owner in stacked:
                     loaded += _load_experts(ckpt, model.expert_sources(gowner, param.shape[0]), owner,
                                             param.shape, block)
                 else:
@@ -150,6 +151,7 @@ def load_model(path: str, layer_range: tuple[int, int] | None = None, dtype=None
             continue
         loaded.append((name, _load_tensor(ckpt, gname, param.shape, mx.float32 if leaf in float32 else dtype)))
     model.update(tree_unflatten(loaded))
+    del loaded  # the model holds them now; fusing at finish_loading frees the unfused parts layer by layer
     model.finish_loading()
     return model, config
 
