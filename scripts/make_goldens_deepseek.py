@@ -80,14 +80,15 @@ COMMON = dict(hidden_size=160, intermediate_size=192, moe_intermediate_size=48, 
               torch_dtype="bfloat16", transformers_version="4.33.1", quantization_config=QUANT)
 V3 = dict(architectures=["DeepseekV3ForCausalLM"], model_type="deepseek_v3", bos_token_id=0, eos_token_id=1,
           ep_size=1, q_lora_rank=96, n_shared_experts=1, topk_method="noaux_tc", scoring_func="sigmoid",
-          norm_topk_prob=True, routed_scaling_factor=2.5, num_nextn_predict_layers=1, rope_interleave=True)
+          norm_topk_prob=True, routed_scaling_factor=2.5, num_nextn_predict_layers=1)
 CONFIGS = {
     "deepseek_v3": {**COMMON, **V3, "num_hidden_layers": 3, "max_position_embeddings": 32, "rope_theta": 10000,
                     "rope_scaling": {"beta_fast": 32, "beta_slow": 1, "factor": 4.0, "mscale": 1.0,
                                      "mscale_all_dim": 1.0, "original_max_position_embeddings": 8,
                                      "type": "yarn"}},
-    # transformers-5 style: rope_parameters (rope_theta inside), no rope_scaling
-    "deepseek_v3_noyarn": {**COMMON, **V3, "num_hidden_layers": 2, "n_shared_experts": 2,
+    # transformers-5 style: rope_parameters (rope_theta inside), no rope_scaling; rope_interleave
+    # explicit (the published config has no such key: transformers defaults it to True)
+    "deepseek_v3_noyarn": {**COMMON, **V3, "num_hidden_layers": 2, "n_shared_experts": 2, "rope_interleave": True,
                            "max_position_embeddings": 256,
                            "rope_parameters": {"rope_theta": 10000.0, "rope_type": "default"}},
     "deepseek_v2": {**COMMON, "architectures": ["DeepseekV2ForCausalLM"], "model_type": "deepseek_v2",
