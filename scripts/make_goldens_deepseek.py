@@ -94,6 +94,7 @@ CONFIGS = {
     "deepseek_v2": {**COMMON, "architectures": ["DeepseekV2ForCausalLM"], "model_type": "deepseek_v2",
                     "bos_token_id": 0, "eos_token_id": 1, "num_hidden_layers": 3, "q_lora_rank": None,
                     "n_shared_experts": 2, "topk_method": "group_limited_greedy", "scoring_func": "softmax",
+                    # DeepSeek-V2's own 16.0 (V2-Lite's 1.0 could not catch a dropped factor)
                     "norm_topk_prob": False, "routed_scaling_factor": 16.0,
                     "max_position_embeddings": 163840, "rope_theta": 10000,
                     "rope_scaling": {"beta_fast": 32, "beta_slow": 1, "factor": 40, "mscale": 0.707,
