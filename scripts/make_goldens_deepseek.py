@@ -108,7 +108,13 @@ ATTN_FP8 = ("q_proj", "q_a_proj", "q_b_proj", "kv_a_proj_with_mqa", "kv_b_proj",
 
 def fp8_names(state):
     """Linears stored as FP8: every attention / MLP / expert projection (not the router, eh_proj, heads)."""
-    return [n for n in state if n.endswith("_proj.weight") and not n.endswith("eh_proj.weight")]
+    return [n for n in state if is_fp8(n)]
+
+
+def is_fp8(name):
+    """(kv_a_proj_with_mqa is FP8 in the published checkpoint too, with a partial last row block.)"""
+    return (name.endswith(("_proj.weight", "kv_a_proj_with_mqa.weight"))
+            and not name.endswith("eh_proj.weight"))
 
 
 # ---------------------------------------------------------------- random weights --

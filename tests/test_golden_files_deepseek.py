@@ -117,7 +117,7 @@ def test_tensor_names_shapes_and_dtypes(g):
     weights = {n: i for n, i in g.info.items() if not n.endswith("_scale_inv")}
     assert {n: tuple(i["shape"]) for n, i in weights.items()} == exp
     for n, i in weights.items():
-        fp8 = n.endswith("_proj.weight") and not n.endswith("eh_proj.weight")
+        fp8 = n.endswith(("_proj.weight", "kv_a_proj_with_mqa.weight")) and not n.endswith("eh_proj.weight")
         want = "F8_E4M3" if fp8 else "F32" if n.endswith("e_score_correction_bias") else "BF16"
         assert i["dtype"] == want, n
         assert (n + "_scale_inv" in g.info) == fp8, n

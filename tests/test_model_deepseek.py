@@ -137,7 +137,8 @@ def test_mtp_shard_is_never_opened(tmp_path):
 
 def test_convert_a_bf16_deepseek_directory(tmp_path):
     """A bf16 DeepSeek-architecture directory (the golden's weights dequantized) converts into
-    DeepSeek's FP8 layout and gives the same logits up to bf16 rounding of the weights."""
+    DeepSeek's FP8 layout, which gives exactly the logits of the bf16 directory quantized at load
+    (the same quantizer), and the golden's up to the bf16 rounding of the weights."""
     src = os.path.join(GOLDEN, "deepseek_v3")
     ckpt = Checkpoint(src)
     floats = {}
@@ -161,6 +162,8 @@ def test_convert_a_bf16_deepseek_directory(tmp_path):
     assert conv.info("model.layers.1.self_attn.kv_a_proj_with_mqa.weight_scale_inv")["dtype"] == "F32"
     assert conv.info("model.layers.1.mlp.gate.weight")["dtype"] == "BF16"
     assert conv.info("model.layers.1.mlp.gate.e_score_correction_bias")["dtype"] == "F32"
-    model, _ = load_model(out, dtype="float32")
     g = golden("deepseek_v3")
-    np.testing.assert_allclose(np.array(model(mx.array(g["tokens"]))), g["logits"], atol=0.05, rtol=0.05)
+    got = np.array(load_model(out, dtype="float32")[0](mx.array(g["tokens"])))
+    direct = np.array(load_model(str(bf16), dtype="float32")[0](mx.array(g["tokens"])))
+    np.testing.assert_array_equal(got, direct)
+    np.testing.assert_allclose(got, g["logits"], atol=0.2)
