@@ -22,6 +22,7 @@
 #include "fp8_codec.h"
 #include "fp8_matmul.h"
 #include "fp8_quantize.h"
+#include "gather_fp8_matmul.h"
 #include "metal/plan_attention.h"
 #include "metal/plan_fp8_matmul.h"
 #include "pointwise.h"
@@ -73,6 +74,13 @@ NB_MODULE(_ext, m) {
   m.def("fp8_matmul", &tandem::fp8_matmul, "x"_a, "codes"_a, "scales"_a,
         "block_size"_a = std::pair<int, int>{128, 128}, nb::kw_only(), "stream"_a = nb::none(),
         "x (..., K) @ dequant(codes, scales).T -> (..., N) in x's dtype; weights decoded in the kernel.");
+
+  m.def("gather_fp8_matmul", &tandem::gather_fp8_matmul, "x"_a, "codes"_a, "scales"_a, "indices"_a,
+        "block_size"_a = std::pair<int, int>{128, 128}, nb::kw_only(), "stream"_a = nb::none(),
+        "Expert-gathered FP8 matmul: x (..., K), codes (E, N, K) uint8, scales (E, ceil(N/bn), ceil(K/bk)) "
+        "float32, indices (..., k) int32 with x's leading dimensions -> (..., k, N) in x's dtype, row t times "
+        "expert indices[t, j]. Only the selected experts' bytes are read, each once; an index outside [0, E) "
+        "raises ValueError when the result is evaluated.");
 
   m.def("fused_attention", &tandem::fused_attention, "q"_a, "k"_a, "v"_a, nb::kw_only(),
         "scale"_a = nb::none(), "causal"_a = true, "stream"_a = nb::none(),
