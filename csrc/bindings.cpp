@@ -25,6 +25,7 @@
 #include "gather_fp8_matmul.h"
 #include "metal/plan_attention.h"
 #include "metal/plan_fp8_matmul.h"
+#include "metal/plan_gather_fp8_matmul.h"
 #include "pointwise.h"
 
 namespace nb = nanobind;
@@ -134,6 +135,24 @@ NB_MODULE(_ext, m) {
       "M"_a, "N"_a, "K"_a, "block_size"_a, "dtype"_a, "codes_aligned"_a = true,
       "The Metal launch Fp8Matmul's eval_gpu encodes for x (M, K), codes (N, K): kernel, grid, threadgroup, "
       "threadgroup_memory, mode, args (packed kargs), args_index, function_constants.");
+  m.def(
+      "plan_gather_fp8_matmul",
+      [](int T, int k, int E, int N, int K, std::pair<int, int> block_size, mx::Dtype dtype, bool codes_aligned) {
+        auto t = act_dtype("plan_gather_fp8_matmul", dtype);
+        auto G = tandem::metal::plan_gather_fp8_matmul(T, k, E, N, K, block_size.first, block_size.second, t,
+                                                       codes_aligned);
+        nb::list launches;
+        for (auto& L : G.launches) launches.append(launch_dict(L));
+        nb::dict d;
+        d["variant"] = G.variant;
+        d["max_items"] = G.max_items;
+        d["route_elems"] = G.route_elems;
+        d["launches"] = launches;
+        return d;
+      },
+      "T"_a, "k"_a, "E"_a, "N"_a, "K"_a, "block_size"_a, "dtype"_a, "codes_aligned"_a = true,
+      "The Metal launches GatherFp8Matmul's eval_gpu encodes for x (T, K), codes (E, N, K), indices (T, k): "
+      "the route, then the GEMV or GEMM; route_elems is the int32 route scratch they share.");
   m.def(
       "plan_attention",
       [](int B, int Hq, int Hkv, int Lq, int Lk, int Dk, int Dv, mx::Dtype dtype, std::optional<float> scale,
