@@ -62,15 +62,20 @@ def _numel(shape) -> int:
 def step_bytes(ckpt) -> dict[str, int]:
     """Bytes each tensor streams per decode step at run time: matrices run as FP8 (one byte per
     element whatever their checkpoint dtype), the embedding is only gathered (one row per token),
-    vectors, scales and MoE routers as stored. The head of a tied model is the embedding, quantized.
+    vectors, scales and MoE routers as stored. The head of a tied model is the embedding, quantized;
+    a float head of an FP8 checkpoint runs as stored (load_model's default).
     A routed expert's tensors count k/E of that (each token reads k of the layer's E experts: the
     average over tokens, exact for the layer as a whole)."""
     moe = experts_per_token(ckpt.config)
+    # the loader's default keeps a float head of an FP8 checkpoint as it is (DeepSeek's bf16 lm_head)
+    float_head = (bool(ckpt.config.get("quantization_config")) and "lm_head.weight_scale_inv" not in ckpt
+                  and not ckpt.config.get("tie_word_embeddings", False))
     out = {}
     for name in model_tensors(ckpt):
         info = ckpt.info(name)
         lo, hi = info["offsets"]
-        matrix = len(info["shape"]) == 2 and not name.endswith("weight_scale_inv") and not _ROUTER.match(name)
+        matrix = (len(info["shape"]) == 2 and not name.endswith("weight_scale_inv") and not _ROUTER.match(name)
+                  and not (float_head and name == "lm_head.weight"))
         n = _numel(info["shape"]) if matrix else hi - lo
         if _ROUTED.match(name):
             if moe is None:
