@@ -93,14 +93,15 @@ def test_mtp_layer_is_neither_counted_nor_opened(deepseek, count):
     assert MTP_SHARD not in ckpt._files  # and its (absent) shard was never opened
 
 
-def test_fingerprint_ignores_the_mtp_layer(deepseek, tmp_path):
+def test_fingerprint_inventory_ignores_the_mtp_layer(deepseek, tmp_path):
     path, _ = deepseek
     plain, _ = tiny_deepseek(tmp_path / "no-mtp", LAYERS_DS, EXPERTS, PER_TOKEN, mtp=False)
-    with open(f"{plain}/config.json") as f:
-        config = json.load(f)
-    with open(f"{path}/config.json") as f:
-        assert json.load(f) != config  # num_nextn_predict_layers differs, so the configs' hash does
-    assert (partition.tensor_bytes(Checkpoint(path)) == partition.tensor_bytes(Checkpoint(plain)))
+    with_mtp, without = Checkpoint(path), Checkpoint(plain)
+    assert len(with_mtp.where) > len(without.where)
+    inventory = partition.tensor_bytes(with_mtp)
+    assert inventory == partition.tensor_bytes(without)
+    assert (partition.model_fingerprint(with_mtp.config, inventory)
+            != partition.model_fingerprint(with_mtp.config, dict(inventory, extra=1)))  # the inventory counts
 
 
 def test_fp8_checkpoint_resident_bytes_are_its_stored_bytes(deepseek):

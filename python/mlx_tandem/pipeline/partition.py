@@ -15,6 +15,7 @@ import json
 import re
 from dataclasses import dataclass
 
+from .. import memory
 from . import auth
 
 _LAYER = re.compile(r"^model\.layers\.(\d+)\.")
@@ -147,8 +148,7 @@ class Choice:
     need: tuple[int, int]
 
     def summary(self) -> str:
-        from ..memory import fmt_bytes as f
-
+        f = memory.fmt_bytes
         return (f"split {self.split} ({self.criterion}: {self.reason}); per rank stored {f(self.stored[0])} | "
                 f"{f(self.stored[1])}, streamed per token {f(self.streamed[0])} | {f(self.streamed[1])}")
 
@@ -172,11 +172,8 @@ def decide(held: dict[str, int], step: dict[str, int], num_layers: int, tied: bo
     fit), "streamed" (balance `step`, the bytes per decoded token: a pipeline runs at its slower
     stage's rate) or "auto": streamed, unless its larger rank's memory need exceeds AUTO_FIT_FRACTION
     of `available` (this machine's free bytes, taken as both machines' figure; None: unknown, streamed)."""
-    from .. import memory
-
     if num_layers < 2:
         raise ValueError(f"partition: a model with {num_layers} layer(s) cannot be split across two ranks")
-    GB = memory.fmt_bytes
     if split in CRITERIA or split == "auto":
         streamed_split = _best(step, num_layers, False, tied)
         s, criterion = streamed_split, "streamed"
@@ -190,11 +187,11 @@ def decide(held: dict[str, int], step: dict[str, int], num_layers: int, tied: bo
             worst = max(memory.need_bytes(b) for b in rank_bytes(held, num_layers, streamed_split, tied))
             if worst > AUTO_FIT_FRACTION * available:
                 s, criterion = _best(held, num_layers, True, tied), "stored"
-                reason = (f"auto; the streamed-balanced split {streamed_split} would need {GB(worst)} on one rank, "
-                          f"over {AUTO_FIT_FRACTION:.0%} of the {GB(available)} available here")
+                reason = (f"auto; the streamed-balanced split {streamed_split} would need {memory.fmt_bytes(worst)} on one rank, "
+                          f"over {AUTO_FIT_FRACTION:.0%} of the {memory.fmt_bytes(available)} available here")
             else:
-                reason = (f"auto; its larger rank needs {GB(worst)}, within {AUTO_FIT_FRACTION:.0%} of the "
-                          f"{GB(available)} available here")
+                reason = (f"auto; its larger rank needs {memory.fmt_bytes(worst)}, within {AUTO_FIT_FRACTION:.0%} of the "
+                          f"{memory.fmt_bytes(available)} available here")
     else:
         try:
             s = int(split)
