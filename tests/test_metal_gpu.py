@@ -66,3 +66,19 @@ def test_fused_attention_on_gpu(dims, lq, lk, dtype):
         want = ref.attention(qr, kn.astype(NP_DTYPES[dtype]), vn.astype(NP_DTYPES[dtype]), None, causal)
         tol = (2 * EPS[dtype] + 1e-4) * np.abs(vn).max()
         assert np.all(np.abs(as_f64(o) - want) <= tol), (dims, lq, lk, dtype, causal)
+
+
+@pytest.mark.parametrize("T,k", [(1, 8), (2, 3), (40, 8)])  # decode GEMV, few rows, GEMM
+@pytest.mark.parametrize("dtype", list(DTYPES))
+def test_gather_fp8_matmul_on_gpu(T, k, dtype):
+    rng = np.random.default_rng(T * k)
+    E, n, K, block = 16, 70, 300, (32, 128)
+    parts = [ref.fp8_quantize(random_weight(rng, n, K), block) for _ in range(E)]
+    codes, scales = np.stack([c for c, _ in parts]), np.stack([s for _, s in parts])
+    idx = np.stack([rng.permutation(E)[:k] for _ in range(T)]).astype(np.int32)
+    x = rng.standard_normal((T, K)).astype(NP_DTYPES[dtype])
+    y = tdm.gather_fp8_matmul(to_mx(x, dtype), mx.array(codes), mx.array(scales), mx.array(idx), block_size=block,
+                              stream=mx.gpu)
+    want = ref.gather_fp8_matmul(x.astype(np.float64), codes, scales, idx, block)
+    tol = (K * 2.0**-22 + 2 * EPS[dtype]) * np.abs(want).max() + SUBNORMAL_STEP[dtype]
+    assert np.all(np.abs(as_f64(y) - want) <= tol)
