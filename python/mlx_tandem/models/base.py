@@ -6,6 +6,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+import mlx.core as mx
+
 
 @dataclass
 class ModelArgs:
@@ -81,3 +83,26 @@ def _rope_from_config(config: dict[str, Any]) -> tuple[float, dict[str, Any] | N
     if kind == "default":
         return float(theta), None
     return float(theta), {"rope_type": kind, **params}
+
+
+def run_layers(model, inputs, cache):
+    """The body of a pipeline stage (`model.model` holds is_first/is_last, embed_tokens and layers):
+    token ids (B, L) in on the first stage, hidden states (B, L, H) elsewhere; returns the hidden
+    states after the stage's layers, each with its cache."""
+    m = model.model
+    if m.is_first:
+        if inputs.ndim != 2 or not mx.issubdtype(inputs.dtype, mx.integer):
+            raise ValueError(f"model: the first stage takes token ids (B, L), got {inputs.dtype} {inputs.shape}")
+        h = m.embed_tokens(inputs)
+    else:
+        if inputs.ndim != 3 or inputs.shape[-1] != model.args.hidden_size:
+            raise ValueError(f"model: stage {model.layer_range} takes hidden states "
+                             f"(B, L, {model.args.hidden_size}), got {inputs.shape}")
+        h = inputs.astype(model.dtype)
+    if cache is None:
+        cache = [None] * len(m.layers)
+    elif len(cache) != len(m.layers):
+        raise ValueError(f"model: got {len(cache)} caches for {len(m.layers)} layers")
+    for layer, c in zip(m.layers, cache):
+        h = layer(h, c)
+    return h

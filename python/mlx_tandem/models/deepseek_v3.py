@@ -22,7 +22,7 @@ import numpy as np
 
 from .. import _ext, fused
 from ..nn import FP8Linear, FP8SwitchLinear, use_huge_pages
-from .base import _rope_from_config
+from .base import _rope_from_config, run_layers
 from .cache import LatentCache
 from .llama import MLP
 
@@ -438,25 +438,10 @@ class Model(nn.Module):
         return self.model.layers[0].input_layernorm.weight.dtype
 
     def __call__(self, inputs: mx.array, cache: list[LatentCache] | None = None) -> mx.array:
-        m = self.model
-        if m.is_first:
-            if inputs.ndim != 2 or not mx.issubdtype(inputs.dtype, mx.integer):
-                raise ValueError(f"model: the first stage takes token ids (B, L), got {inputs.dtype} {inputs.shape}")
-            h = m.embed_tokens(inputs)
-        else:
-            if inputs.ndim != 3 or inputs.shape[-1] != self.args.hidden_size:
-                raise ValueError(f"model: stage {self.layer_range} takes hidden states "
-                                 f"(B, L, {self.args.hidden_size}), got {inputs.shape}")
-            h = inputs.astype(self.dtype)
-        if cache is None:
-            cache = [None] * len(m.layers)
-        elif len(cache) != len(m.layers):
-            raise ValueError(f"model: got {len(cache)} caches for {len(m.layers)} layers")
-        for layer, c in zip(m.layers, cache):
-            h = layer(h, c)
-        if not m.is_last:
+        h = run_layers(self, inputs, cache)
+        if not self.model.is_last:
             return h
-        return self.lm_head(fused.rms_norm(h, m.norm))
+        return self.lm_head(fused.rms_norm(h, self.model.norm))
 
     def finish_loading(self) -> "Model":
         """Once the weights are in: absorbed MLA matrices, fused projections, 2 MB pages."""

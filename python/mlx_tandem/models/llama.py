@@ -8,7 +8,7 @@ import mlx.nn as nn
 from .. import _ext, fused
 from ..nn import FP8Linear, use_huge_pages
 from ..rotary import RoPE
-from .base import ModelArgs
+from .base import ModelArgs, run_layers
 from .cache import KVCache
 
 
@@ -168,22 +168,7 @@ class Model(nn.Module):
 
     def __call__(self, inputs: mx.array, cache: list[KVCache] | None = None) -> mx.array:
         m = self.model
-        if m.is_first:
-            if inputs.ndim != 2 or not mx.issubdtype(inputs.dtype, mx.integer):
-                raise ValueError(f"model: the first stage takes token ids (B, L), got {inputs.dtype} "
-                                 f"{inputs.shape}")
-            h = m.embed_tokens(inputs)
-        else:
-            if inputs.ndim != 3 or inputs.shape[-1] != self.args.hidden_size:
-                raise ValueError(f"model: stage {self.layer_range} takes hidden states "
-                                 f"(B, L, {self.args.hidden_size}), got {inputs.shape}")
-            h = inputs.astype(self.dtype)
-        if cache is None:
-            cache = [None] * len(m.layers)
-        elif len(cache) != len(m.layers):
-            raise ValueError(f"model: got {len(cache)} caches for {len(m.layers)} layers")
-        for layer, c in zip(m.layers, cache):
-            h = layer(h, c)
+        h = run_layers(self, inputs, cache)
         if not m.is_last:
             return h
         h = fused.rms_norm(h, m.norm)
