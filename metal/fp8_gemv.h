@@ -13,9 +13,11 @@ constant constexpr int kGemvStep = kGemvChunk * kSimdWidth;
 
 // K % 16 == 0 and bk % 16 == 0: 16-byte loads; the scales of the <= 32 blocks one step spans are
 // loaded by one lane each and handed to the lanes that need them with simd_shuffle.
-template <typename T, int MT>
-METAL_FUNC void gemv_aligned(const device T* x, const device uchar* codes, const device float* scales,
-                             constant Fp8GemvArgs& a, int row0, int nrows, ushort lane,
+// x row m starts at x + xoff[m] (m < nx): consecutive rows here, rows gathered through a pair list in
+// gather_gemv.h. A is any argument struct with K, bn, bk and scales_ld.
+template <typename T, int MT, typename A>
+METAL_FUNC void gemv_aligned(const device T* x, thread const size_t* xoff, int nx, const device uchar* codes,
+                             const device float* scales, constant A& a, int row0, int nrows, ushort lane,
                              thread float* acc) {  // acc[m * kGemvRows + r]
   for (int c0 = 0; c0 < a.K; c0 += kGemvStep) {
     const int c = c0 + int(lane) * kGemvChunk;
@@ -45,9 +47,9 @@ METAL_FUNC void gemv_aligned(const device T* x, const device uchar* codes, const
     }
     if (!active) continue;
     for (int m = 0; m < MT; m++) {
-      if (m >= a.M) break;
+      if (m >= nx) break;
       float xv[kGemvChunk];
-      const device T* xr = x + size_t(m) * a.K + c;
+      const device T* xr = x + xoff[m] + c;
       for (int j = 0; j < kGemvChunk; j++) xv[j] = float(xr[j]);
       for (int r = 0; r < kGemvRows; r++) {
         if (r >= nrows) break;
@@ -64,9 +66,9 @@ METAL_FUNC void gemv_aligned(const device T* x, const device uchar* codes, const
 
 // Any K and block size: byte loads, and each lane keeps the scale of the block it is in per row
 // (re-read only when its columns cross into the next block).
-template <typename T, int MT>
-METAL_FUNC void gemv_general(const device T* x, const device uchar* codes, const device float* scales,
-                             constant Fp8GemvArgs& a, int row0, int nrows, ushort lane,
+template <typename T, int MT, typename A>
+METAL_FUNC void gemv_general(const device T* x, thread const size_t* xoff, int nx, const device uchar* codes,
+                             const device float* scales, constant A& a, int row0, int nrows, ushort lane,
                              thread float* acc) {  // acc[m * kGemvRows + r]
   int cur_b[kGemvRows];
   float cur_s[kGemvRows];
@@ -75,7 +77,7 @@ METAL_FUNC void gemv_general(const device T* x, const device uchar* codes, const
     const int cend = min(c + kGemvChunk, a.K);
     for (int col = c; col < cend; col++) {
       float xv[MT];
-      for (int m = 0; m < MT; m++) xv[m] = m < a.M ? float(x[size_t(m) * a.K + col]) : 0.0f;
+      for (int m = 0; m < MT; m++) xv[m] = m < nx ? float(x[xoff[m] + col]) : 0.0f;
       const int b = col / a.bk;
       for (int r = 0; r < kGemvRows; r++) {
         if (r >= nrows) break;
@@ -103,12 +105,14 @@ template <typename T, int MT, bool ALIGNED>
   const int row0 = (int(tgid) * kGemvSimdgroups + int(sg)) * kGemvRows;
   if (row0 >= a.N) return;  // the whole SIMD-group leaves; there are no threadgroup barriers
   const int nrows = min(kGemvRows, a.N - row0);
+  size_t xoff[MT];
+  for (int m = 0; m < MT; m++) xoff[m] = size_t(m) * a.K;
   float acc[MT * kGemvRows];
   for (int i = 0; i < MT * kGemvRows; i++) acc[i] = 0.0f;
   if (ALIGNED) {
-    gemv_aligned<T, MT>(x, codes, scales, a, row0, nrows, lane, acc);
+    gemv_aligned<T, MT>(x, xoff, a.M, codes, scales, a, row0, nrows, lane, acc);
   } else {
-    gemv_general<T, MT>(x, codes, scales, a, row0, nrows, lane, acc);
+    gemv_general<T, MT>(x, xoff, a.M, codes, scales, a, row0, nrows, lane, acc);
   }
   for (int m = 0; m < MT; m++) {
     for (int r = 0; r < kGemvRows; r++) {
