@@ -22,8 +22,10 @@
 #include "fp8_codec.h"
 #include "fp8_matmul.h"
 #include "fp8_quantize.h"
+#include "gather_fp8_matmul.h"
 #include "metal/plan_attention.h"
 #include "metal/plan_fp8_matmul.h"
+#include "metal/plan_gather_fp8_matmul.h"
 #include "pointwise.h"
 
 namespace nb = nanobind;
@@ -73,6 +75,13 @@ NB_MODULE(_ext, m) {
   m.def("fp8_matmul", &tandem::fp8_matmul, "x"_a, "codes"_a, "scales"_a,
         "block_size"_a = std::pair<int, int>{128, 128}, nb::kw_only(), "stream"_a = nb::none(),
         "x (..., K) @ dequant(codes, scales).T -> (..., N) in x's dtype; weights decoded in the kernel.");
+
+  m.def("gather_fp8_matmul", &tandem::gather_fp8_matmul, "x"_a, "codes"_a, "scales"_a, "indices"_a,
+        "block_size"_a = std::pair<int, int>{128, 128}, nb::kw_only(), "stream"_a = nb::none(),
+        "Expert-gathered FP8 matmul: x (..., K), codes (E, N, K) uint8, scales (E, ceil(N/bn), ceil(K/bk)) "
+        "float32, indices (..., k) int32 with x's leading dimensions -> (..., k, N) in x's dtype, row t times "
+        "expert indices[t, j]. Only the selected experts' bytes are read, each once; an index outside [0, E) "
+        "raises ValueError when the result is evaluated.");
 
   m.def("fused_attention", &tandem::fused_attention, "q"_a, "k"_a, "v"_a, nb::kw_only(),
         "scale"_a = nb::none(), "causal"_a = true, "stream"_a = nb::none(),
@@ -126,6 +135,24 @@ NB_MODULE(_ext, m) {
       "M"_a, "N"_a, "K"_a, "block_size"_a, "dtype"_a, "codes_aligned"_a = true,
       "The Metal launch Fp8Matmul's eval_gpu encodes for x (M, K), codes (N, K): kernel, grid, threadgroup, "
       "threadgroup_memory, mode, args (packed kargs), args_index, function_constants.");
+  m.def(
+      "plan_gather_fp8_matmul",
+      [](int T, int k, int E, int N, int K, std::pair<int, int> block_size, mx::Dtype dtype, bool codes_aligned) {
+        auto t = act_dtype("plan_gather_fp8_matmul", dtype);
+        auto G = tandem::metal::plan_gather_fp8_matmul(T, k, E, N, K, block_size.first, block_size.second, t,
+                                                       codes_aligned);
+        nb::list launches;
+        for (auto& L : G.launches) launches.append(launch_dict(L));
+        nb::dict d;
+        d["variant"] = G.variant;
+        d["max_items"] = G.max_items;
+        d["route_elems"] = G.route_elems;
+        d["launches"] = launches;
+        return d;
+      },
+      "T"_a, "k"_a, "E"_a, "N"_a, "K"_a, "block_size"_a, "dtype"_a, "codes_aligned"_a = true,
+      "The Metal launches GatherFp8Matmul's eval_gpu encodes for x (T, K), codes (E, N, K), indices (T, k): "
+      "the route, then the GEMV or GEMM; route_elems is the int32 route scratch they share.");
   m.def(
       "plan_attention",
       [](int B, int Hq, int Hkv, int Lq, int Lk, int Dk, int Dv, mx::Dtype dtype, std::optional<float> scale,

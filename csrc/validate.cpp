@@ -58,19 +58,21 @@ void check_ndim(const char* op, const char* what, const mx::array& a, int ndim) 
 }
 
 void check_block_scales(const char* op, const std::pair<int, int>& block, int64_t N, int64_t K,
-                        const mx::array& scales) {
+                        const mx::array& scales, int64_t experts) {
   auto [bn, bk] = block;
   if (bn <= 0 || bk <= 0)
     fail(op, "block_size must be two positive integers, got (" + std::to_string(bn) + ", " +
                  std::to_string(bk) + ")");
   check_dtype(op, "scales", scales, mx::float32);
-  check_ndim(op, "scales", scales, 2);
+  const int lead = experts > 0 ? 1 : 0;
+  check_ndim(op, "scales", scales, 2 + lead);
   const int64_t rb = (N + bn - 1) / bn, cb = (K + bk - 1) / bk;
-  if (scales.shape(0) != rb || scales.shape(1) != cb)
+  if ((lead && scales.shape(0) != experts) || scales.shape(lead) != rb || scales.shape(lead + 1) != cb)
     fail(op, "scales shape " + shape_str(scales.shape()) + " does not match weight (" +
-                 std::to_string(N) + ", " + std::to_string(K) + ") with block_size (" +
-                 std::to_string(bn) + ", " + std::to_string(bk) + "): expected (" +
-                 std::to_string(rb) + ", " + std::to_string(cb) + ")");
+                 (lead ? std::to_string(experts) + ", " : "") + std::to_string(N) + ", " + std::to_string(K) +
+                 ") with block_size (" + std::to_string(bn) + ", " + std::to_string(bk) + "): expected (" +
+                 (lead ? std::to_string(experts) + ", " : "") + std::to_string(rb) + ", " +
+                 std::to_string(cb) + ")");
 }
 
 const float* as_float32(const mx::array& a, std::vector<float>& tmp) {

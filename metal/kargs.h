@@ -83,3 +83,41 @@ struct AttnPrefillArgs {
   tdm_i32 dv_tiles;         // Dv is covered in dv_tiles slices of the kernel's DVT columns
   float scale_log2;
 };
+
+// Expert-gathered FP8 matmul (mixture of experts): out (P = T*k, N) row p = t*k + j is
+// x[t] @ dequant(codes[indices[t, j]])^T. gather_route_* groups the P pairs by expert on the GPU and
+// writes a route scratch (int32): [0] the number of work items, [kRouteHeader, + 4 * max_items) the
+// items (expert, first entry in the pair list, rows, 0), then the pair list (P pair ids, grouped by
+// expert). An item is up to rows_per_item pairs of one expert; the matmul kernels launch max_items
+// item slots and the slots past the count exit at once.
+TDM_CONST int kRouteThreads = 1024;       // the route runs as one threadgroup
+TDM_CONST int kRouteMaxExperts = 4096;    // its per-expert counters live in threadgroup memory
+TDM_CONST int kRouteHeader = 4;           // ints before the items (keeps them 16-byte aligned)
+
+// gather_route_* : buffers 0 indices (P) int, 1 out (P, N) T (NaN rows for out-of-range experts),
+// 2 route int, 3 args.
+struct GatherRouteArgs {
+  tdm_i32 P, E, N;
+  tdm_i32 rows_per_item;
+  tdm_i32 max_items;
+  tdm_i32 pairs_offset;  // kRouteHeader + 4 * max_items
+};
+
+// gather_gemv_* : buffers 0 x (T, K) T, 1 codes (E, N, K) uchar, 2 scales (E, ceil(N/bn), ceil(K/bk))
+// float, 3 out (P, N) T, 4 route int, 5 args.
+struct GatherGemvArgs {
+  tdm_i32 N, K;
+  tdm_i32 bn, bk;
+  tdm_i32 scales_ld;     // ceil(K / bk)
+  tdm_i32 scale_rows;    // ceil(N / bn): scales per expert = scale_rows * scales_ld
+  tdm_i32 topk;          // k: pair p reads x row p / k
+  tdm_i32 pairs_offset;
+};
+
+// gather_gemm_* : same buffers as the GEMV. mm is what fp8_gemm.h's tile loader reads (its M unused).
+struct GatherGemmArgs {
+  Fp8GemmArgs mm;
+  tdm_i32 scale_rows;
+  tdm_i32 topk;
+  tdm_i32 pairs_offset;
+};

@@ -41,14 +41,15 @@ def check_resources(launch: dict) -> None:
     assert launch["mode"] == "threadgroups" and not launch["function_constants"]
 
 
-def dispatch(lib: metal_emu.Library, launch: dict, buffers: dict) -> metal_emu.DispatchStats:
-    """Runs one planned launch: its kernel, grid, threadgroup and packed argument bytes."""
+def dispatch(lib: metal_emu.Library, launch: dict, buffers: dict, **options) -> metal_emu.DispatchStats:
+    """Runs one planned launch: its kernel, grid, threadgroup and packed argument bytes (options: the
+    emulator's, e.g. order="reverse")."""
     check_resources(launch)
     bufs = dict(buffers)
     bufs[launch["args_index"]] = launch["args"]
     return lib.dispatch(launch["kernel"], grid=launch["grid"], threadgroup=launch["threadgroup"],
                         buffers=bufs, mode=launch["mode"],
-                        function_constants=launch["function_constants"])
+                        function_constants=launch["function_constants"], **options)
 
 
 def plan_fp8(m, n, k, block, dtype):

@@ -51,6 +51,30 @@ def gemv_bytes(n, k, m=1, dtype="bfloat16", block=(128, 128)):
     return issued, dram
 
 
+def gather_gemv_bytes(n, k, e=256, topk=8, dtype="bfloat16", block=(128, 128)):
+    """(issued, dram) bytes of the routed experts' launches for one token (T=1, k=topk of e experts): the
+    route, then gather_gemv over the first NR rows of each selected expert. Experts 0..topk-1 are selected
+    and only they are stored (the plan still routes over all e; any other expert's read would be out of
+    bounds)."""
+    nr = min(n, NR)
+    codes = np.zeros((topk, nr, k), np.uint8)
+    scales = np.ones((topk, -(-nr // block[0]), -(-k // block[1])), np.float32)
+    x = np.zeros((1, k), mk.NP_DTYPES[dtype])
+    out = np.zeros((1, topk, nr), mk.NP_DTYPES[dtype])
+    indices = np.arange(topk, dtype=np.int32)[::-1].reshape(1, topk).copy()
+    plan = mk._ext.plan_gather_fp8_matmul(1, topk, e, nr, k, block, mk.MX_DTYPES[dtype])
+    route = np.zeros(plan["route_elems"], np.int32)
+    sr = mk.dispatch(mk.library("gather_route"), plan["launches"][0], {0: indices, 1: out, 2: route})
+    st = mk.dispatch(mk.library("gather_gemv"), plan["launches"][1], {0: x, 1: codes, 2: scales, 3: out, 4: route})
+    assert st.bytes_read[1] == codes.nbytes  # each selected expert's codes once
+    f = n / nr
+    small = sum(sr.bytes_read.values()) + sum(sr.bytes_written.values()) + st.bytes_read[4]  # indices, route
+    issued = f * (st.bytes_read[0] + st.bytes_read[1] + st.bytes_read[2] + st.bytes_written[3]) + small
+    full_scales = topk * -(-n // block[0]) * -(-k // block[1]) * 4
+    dram = f * (st.bytes_read[1] + st.bytes_written[3]) + full_scales + x.nbytes + sum(sr.bytes_written.values())
+    return issued, dram
+
+
 def gemm_prefill(n, k, m, dtype="bfloat16", block=(128, 128)):
     """(issued codes bytes per weight byte, DRAM bytes, FLOPs) of the GEMM at m rows, from one 64-row weight
     tile run in the emulator (every weight tile sees the same traffic)."""
@@ -115,8 +139,12 @@ def main():
     for name, (n, k) in DSV3_DENSE.items():
         add("DeepSeek-V3", f"fp8_gemv dense {name} {n}x{k}", *gemv_bytes(n, k), 3)
     gi, gd = gemv_bytes(*DSV3_EXPERT["expert gate/up"])
-    add("DeepSeek-V3", "fp8_gemv expert gate/up 2048x7168 (x2 per expert)", gi, gd, 58 * 9 * 2)
-    add("DeepSeek-V3", "fp8_gemv expert down 7168x2048", *gemv_bytes(*DSV3_EXPERT["expert down"]), 58 * 9)
+    add("DeepSeek-V3", "fp8_gemv shared expert gate/up 2048x7168 (x2)", gi, gd, 58 * 2)
+    add("DeepSeek-V3", "fp8_gemv shared expert down 7168x2048", *gemv_bytes(*DSV3_EXPERT["expert down"]), 58)
+    add("DeepSeek-V3", "route + gather_gemv 8 of 256 experts gate/up 2048x7168 (x2)",
+        *gather_gemv_bytes(*DSV3_EXPERT["expert gate/up"]), 58 * 2, "codes of the 8 read once")
+    add("DeepSeek-V3", "route + gather_gemv 8 of 256 experts down 7168x2048",
+        *gather_gemv_bytes(*DSV3_EXPERT["expert down"]), 58, "codes of the 8 read once")
     add("DeepSeek-V3", "fp8_gemv lm_head 129280x7168", *gemv_bytes(129280, 7168), 1)
     i, d, note = attention_bytes(128, 1, 576, 512, 4096, shared_latent=True)
     add("DeepSeek-V3 @4k", "attention_decode MLA 128/1 heads 576/512 Lk=4096", i, d, 61, note)

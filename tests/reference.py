@@ -72,6 +72,15 @@ def fp8_matmul(x, codes, scales, block_size):
     return np.asarray(x, np.float64) @ fp8_dequantize(codes, scales, block_size).T
 
 
+def gather_fp8_matmul(x, codes, scales, indices, block_size):
+    """x (..., K), codes (E, N, K), indices (..., k) -> (..., k, N) float64: row t times expert
+    indices[t, j] for every j."""
+    x = np.asarray(x, np.float64)
+    w = np.stack([fp8_dequantize(codes[e], scales[e], block_size) for e in range(codes.shape[0])])
+    sel = w[np.asarray(indices)]                                  # (..., k, N, K)
+    return np.einsum("...k,...jnk->...jn", x, sel)
+
+
 # ---------------------------------------------------------------------------
 # Attention (fused_attention): float64 softmax(scale * q k^T + mask) v.
 

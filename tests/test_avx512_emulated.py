@@ -72,6 +72,7 @@ def test_attention_avx512_matches_scalar(tmp_path):
 
 def test_fp8_matmul_avx512_matches_scalar(tmp_path):
     exe = build(tmp_path, "fp8_matmul_check", "fp8_matmul_check.cpp", "fp8_matmul_avx512.cpp",
-                ["fp8_matmul_scalar.cpp", "fp8_matmul_avx2.cpp", "isa.cpp", "thread_pool.cpp"])
+                ["fp8_matmul_scalar.cpp", "fp8_matmul_avx2.cpp", "gather_fp8_matmul.cpp", "isa.cpp",
+                 "thread_pool.cpp"])
     out = run(exe, "avx512")
     assert out.startswith("ok ") and "isa=avx512" in out, out

@@ -12,7 +12,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CSRC = os.path.join(ROOT, "csrc")
 SOURCES = [os.path.join(ROOT, "tests", "native", "fp8_matmul_check.cpp")] + [
     os.path.join(CSRC, "cpu", f) for f in
-    ("isa.cpp", "thread_pool.cpp", "fp8_matmul_scalar.cpp", "fp8_matmul_neon.cpp")
+    ("isa.cpp", "thread_pool.cpp", "fp8_matmul_scalar.cpp", "fp8_matmul_neon.cpp", "gather_fp8_matmul.cpp")
 ]
 CXX, QEMU = "aarch64-linux-gnu-g++", "qemu-aarch64"
 

@@ -4,4 +4,5 @@
 
 namespace tandem::cpu {
 void fp8_matmul_avx2(const Fp8MatmulArgs& a) { simd::fp8_matmul<SimdAvx2>(a); }
+void fp8_gemv_batch_avx2(const Fp8MatmulArgs* jobs, int64_t n) { simd::gemv_batch<SimdAvx2>(jobs, n); }
 } // namespace tandem::cpu

@@ -4,4 +4,5 @@
 
 namespace tandem::cpu {
 void fp8_matmul_avx512(const Fp8MatmulArgs& a) { simd::fp8_matmul<SimdAvx512>(a); }
+void fp8_gemv_batch_avx512(const Fp8MatmulArgs* jobs, int64_t n) { simd::gemv_batch<SimdAvx512>(jobs, n); }
 } // namespace tandem::cpu

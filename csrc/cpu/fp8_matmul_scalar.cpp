@@ -43,4 +43,17 @@ void fp8_matmul(Isa isa, const Fp8MatmulArgs& a) {
   }
 }
 
+void fp8_gemv_batch(Isa isa, const Fp8MatmulArgs* jobs, int64_t n) {
+  switch (isa) {
+#if defined(TANDEM_X86)
+    case Isa::Avx512: return fp8_gemv_batch_avx512(jobs, n);
+    case Isa::Avx2: return fp8_gemv_batch_avx2(jobs, n);
+#elif defined(TANDEM_ARM)
+    case Isa::Neon: return fp8_gemv_batch_neon(jobs, n);
+#endif
+    default:
+      for (int64_t j = 0; j < n; ++j) fp8_matmul_scalar(jobs[j]);
+  }
+}
+
 } // namespace tandem::cpu

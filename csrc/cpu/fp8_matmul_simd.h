@@ -172,25 +172,79 @@ int scale_activations(const Fp8MatmulArgs& a, std::vector<float>& scaled) {
   return t;
 }
 
-template <class S, int M>
-void gemv(const Fp8MatmulArgs& a) {
-  thread_local std::vector<float> scaled;
-  const int t = scale_activations<S>(a, scaled);
-  const float* x = t == 0 ? a.x : scaled.data();
+// One GEMV problem prepared for its slabs: the (possibly rescaled) activations
+// and the output factors (see scale_activations).
+struct GemvPrep {
+  const Fp8MatmulArgs* a;
+  const float* x;
+  float out[2];
+  std::vector<float> scaled;
+};
+
+template <class S>
+void prepare_gemv(const Fp8MatmulArgs& a, GemvPrep& p) {
+  const int t = scale_activations<S>(a, p.scaled);
+  p.a = &a;
+  p.x = t == 0 ? a.x : p.scaled.data();
   const int out_exp = S::kDecodeShift - t;
-  const float out[2] = {pow2_half(out_exp), pow2_rest(out_exp)};
-  // Small problems stay on one thread. Otherwise slabs of whole row groups of
-  // about 512 KB are claimed by whichever thread is free: with one slab per
-  // thread, a worker that is still waking up (tens of microseconds) left the
-  // caller streaming both halves alone.
-  constexpr int64_t kGroup = 4;
+  p.out[0] = pow2_half(out_exp);
+  p.out[1] = pow2_rest(out_exp);
+}
+
+// Rows are handed out in groups of 4; small problems stay whole. Otherwise
+// slabs of about 512 KB are claimed by whichever thread is free: with one slab
+// per thread, a worker that is still waking up (tens of microseconds) left the
+// caller streaming both halves alone.
+constexpr int64_t kGroup = 4;
+inline int gemv_parts(const Fp8MatmulArgs& a) {
   const int64_t groups = (a.N + kGroup - 1) / kGroup;
   const int64_t want = a.N * a.K < (1 << 18) ? 1 : std::max<int64_t>(a.N * a.K >> 19, num_threads());
-  const int parts = static_cast<int>(std::min<int64_t>({want, groups, 16 * num_threads()}));
-  parallel_for(parts, [&](int i) {
-    int64_t lo, hi;
-    split_range(groups, parts, i, lo, hi);
-    gemv_rows<S, M>(a, x, out, lo * kGroup, std::min(a.N, hi * kGroup));
+  return static_cast<int>(std::min<int64_t>({want, groups, 16 * num_threads()}));
+}
+
+template <class S>
+void gemv_slab(const GemvPrep& p, int parts, int i) {
+  const Fp8MatmulArgs& a = *p.a;
+  int64_t lo, hi;
+  split_range((a.N + kGroup - 1) / kGroup, parts, i, lo, hi);
+  const int64_t n0 = lo * kGroup, n1 = std::min(a.N, hi * kGroup);
+  switch (a.M) {
+    case 1: return gemv_rows<S, 1>(a, p.x, p.out, n0, n1);
+    case 2: return gemv_rows<S, 2>(a, p.x, p.out, n0, n1);
+    case 3: return gemv_rows<S, 3>(a, p.x, p.out, n0, n1);
+    case 4: return gemv_rows<S, 4>(a, p.x, p.out, n0, n1);
+    case 5: return gemv_rows<S, 5>(a, p.x, p.out, n0, n1);
+    case 6: return gemv_rows<S, 6>(a, p.x, p.out, n0, n1);
+    case 7: return gemv_rows<S, 7>(a, p.x, p.out, n0, n1);
+    default: return gemv_rows<S, 8>(a, p.x, p.out, n0, n1);
+  }
+}
+
+template <class S>
+void gemv(const Fp8MatmulArgs& a) {
+  thread_local GemvPrep mine;  // keeps the rescaled-x buffer between calls
+  GemvPrep& p = mine;          // a named reference: a lambda naming `mine` would get the worker's own
+  prepare_gemv<S>(a, p);
+  const int parts = gemv_parts(a);
+  parallel_for(parts, [&](int i) { gemv_slab<S>(p, parts, i); });
+}
+
+// Several GEMV problems (M <= kGemvMaxRows each, e.g. the experts a token
+// chose) in one parallel region: their slabs form one list claimed by whichever
+// thread is free, so n small problems cost one fork/join, not n.
+template <class S>
+void gemv_batch(const Fp8MatmulArgs* jobs, int64_t n) {
+  std::vector<GemvPrep> prep(static_cast<size_t>(n));
+  std::vector<std::pair<int64_t, int>> items;  // (job, slab), slabs of a job in order
+  std::vector<int> parts(static_cast<size_t>(n));
+  for (int64_t j = 0; j < n; ++j) {
+    prepare_gemv<S>(jobs[j], prep[j]);
+    parts[j] = gemv_parts(jobs[j]);
+    for (int i = 0; i < parts[j]; ++i) items.emplace_back(j, i);
+  }
+  parallel_for(static_cast<int>(items.size()), [&](int t) {
+    const auto [j, i] = items[t];
+    gemv_slab<S>(prep[j], parts[j], i);
   });
 }
 
@@ -321,17 +375,8 @@ void gemm(const Fp8MatmulArgs& a) {
 
 template <class S>
 void fp8_matmul(const Fp8MatmulArgs& a) {
-  switch (a.M) {
-    case 1: return gemv<S, 1>(a);
-    case 2: return gemv<S, 2>(a);
-    case 3: return gemv<S, 3>(a);
-    case 4: return gemv<S, 4>(a);
-    case 5: return gemv<S, 5>(a);
-    case 6: return gemv<S, 6>(a);
-    case 7: return gemv<S, 7>(a);
-    case 8: return gemv<S, 8>(a);
-    default: return gemm<S>(a);
-  }
+  if (a.M <= kGemvMaxRows) return gemv<S>(a);
+  gemm<S>(a);
 }
 
 } // namespace tandem::cpu::simd

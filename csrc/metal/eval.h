@@ -15,6 +15,11 @@ namespace mx = mlx::core;
 void eval_fp8_matmul_gpu(const mx::Stream& s, const std::vector<mx::array>& inputs, mx::array& out, int bn,
                          int bk);
 
+// inputs: x (T, K), codes (E, N, K) uint8, scales (E, ceil(N/bn), ceil(K/bk)) float32, indices (T, k) int32,
+// all row-contiguous; out (T, k, N). Out-of-range experts give NaN rows (no out-of-bounds read).
+void eval_gather_fp8_matmul_gpu(const mx::Stream& s, const std::vector<mx::array>& inputs, mx::array& out, int bn,
+                                int bk);
+
 // inputs: q (B, Hq, Lq, Dk) row-contiguous, k (B, Hkv, Lk, Dk) and v (B, Hkv, Lk, Dv) with a contiguous
 // last dimension (any batch/head/sequence strides, e.g. views of a larger cache); out (B, Hq, Lq, Dv).
 void eval_attention_gpu(const mx::Stream& s, const std::vector<mx::array>& inputs, mx::array& out, float scale,

@@ -93,6 +93,10 @@ class Checkpoint:
             raise KeyError(f"checkpoint: tensor {name!r} not found in {self.path}")
         return self._file_of(name).get(name)
 
+    def read_into(self, name: str, out: np.ndarray) -> None:
+        """Read a tensor's bytes straight into `out` (a C-contiguous array of its shape and storage dtype)."""
+        self._file_of(name).read_into(name, out)
+
 
 def _global_name(name: str, start: int) -> str:
     return re.sub(r"^model\.layers\.(\d+)\.", lambda m: f"model.layers.{int(m[1]) + start}.", name)
@@ -122,7 +126,9 @@ def load_model(path: str, layer_range: tuple[int, int] | None = None, dtype=None
     model = cls(config, layer_range, block_size=block, head_bf16=head_bf16)
     start = model.layer_range[0]
     tied_head = model.args.tie_word_embeddings and model.model.is_last
-    modules = dict(model.named_modules())
+    # names only: holding the modules would keep unfused weights alive after finish_loading fuses them
+    linears = {name for name, m in model.named_modules() if isinstance(m, FP8Linear)}
+    stacked = {name for name, m in model.named_modules() if isinstance(m, FP8SwitchLinear)}
     float32 = set(getattr(model, "float32_params", ()))
     loaded = []
     for name, param in tree_flatten(model.parameters()):
@@ -130,11 +136,10 @@ def load_model(path: str, layer_range: tuple[int, int] | None = None, dtype=None
             continue  # derived from the embedding in tie_head()
         owner, leaf = name.rsplit(".", 1)
         gname = _global_name(name, start)
-        module = modules.get(owner)
-        if isinstance(module, (FP8Linear, FP8SwitchLinear)) and leaf in ("weight", "weight_scale_inv"):
+        if (owner in linears or owner in stacked) and leaf in ("weight", "weight_scale_inv"):
             if leaf == "weight":
                 gowner = _global_name(owner, start)
-                if isinstance(module, FP8SwitchLinear):
+                if owner in stacked:
                     loaded += _load_experts(ckpt, model.expert_sources(gowner, param.shape[0]), owner,
                                             param.shape, block)
                 else:
@@ -146,6 +151,7 @@ def load_model(path: str, layer_range: tuple[int, int] | None = None, dtype=None
             continue
         loaded.append((name, _load_tensor(ckpt, gname, param.shape, mx.float32 if leaf in float32 else dtype)))
     model.update(tree_unflatten(loaded))
+    del loaded  # the model holds them now; fusing at finish_loading frees the unfused parts layer by layer
     model.finish_loading()
     return model, config
 
@@ -162,39 +168,54 @@ def _load_tensor(ckpt, gname, shape, dtype):
 
 
 def _load_experts(ckpt, prefixes, owner, shape, block):
-    """(local name, array) pairs of one stacked (E, N, K) projection from E per-expert tensors,
-    filled one expert at a time into a preallocated buffer (peak: this tensor twice, briefly)."""
+    """(local name, array) pairs of one stacked (E, N, K) projection from E per-expert tensors:
+    FP8 codes and scales are read straight into a preallocated buffer (float experts quantized one
+    at a time), so loading holds at most this projection twice, briefly."""
     E, N, K = shape
     codes = np.empty((E, N, K), np.uint8)
     scales = np.empty((E, -(-N // block[0]), -(-K // block[1])), np.float32)
     for e, prefix in enumerate(prefixes):
-        c, s = _load_linear(ckpt, prefix, owner, (N, K), block)
-        codes[e], scales[e] = np.array(c[1]), np.array(s[1])
-        del c, s
+        wname, sname = _linear_names(ckpt, prefix, (N, K), block)
+        if sname is not None:
+            ckpt.read_into(wname, codes[e])
+            ckpt.read_into(sname, scales[e])
+        else:
+            c, sc = _ext.quantize_fp8(ckpt.get(wname), block_size=block)
+            codes[e], scales[e] = np.array(c), np.array(sc)
     out = [(f"{owner}.weight", mx.array(codes)), (f"{owner}.weight_scale_inv", mx.array(scales))]
     mx.eval([a for _, a in out])
     return out
-def _load_linear(ckpt, gowner, owner, shape, block):
-    """(local name, array) pairs for one FP8Linear's codes and scales."""
+
+
+def _linear_names(ckpt, gowner, shape, block):
+    """(weight name, scale name or None for a float weight), after checking shapes and dtypes."""
     wname, sname = f"{gowner}.weight", f"{gowner}.weight_scale_inv"
     if wname not in ckpt:
         raise ValueError(f"checkpoint: {ckpt.path} lacks tensor {wname!r}")
     info = ckpt.info(wname)
     if info["shape"] != tuple(shape):
         raise ValueError(f"checkpoint: tensor {wname!r} has shape {info['shape']}, expected {tuple(shape)}")
-    if sname in ckpt:
-        if info["dtype"] not in ("F8_E4M3", "U8"):
-            raise ValueError(f"checkpoint: {wname!r} has a weight_scale_inv but dtype {info['dtype']}, "
-                             f"expected F8_E4M3")
-        sshape = (-(-shape[0] // block[0]), -(-shape[1] // block[1]))
-        sinfo = ckpt.info(sname)
-        if sinfo["shape"] != sshape or sinfo["dtype"] != "F32":
-            raise ValueError(f"checkpoint: {sname!r} is {sinfo['dtype']} {sinfo['shape']}, expected F32 "
-                             f"{sshape} for block size {block}")
-        codes, scales = ckpt.get(wname), ckpt.get(sname)
-    else:
+    if sname not in ckpt:
         if info["dtype"] not in ("BF16", "F16", "F32"):
             raise ValueError(f"checkpoint: {wname!r} has dtype {info['dtype']} and no weight_scale_inv")
+        return wname, None
+    if info["dtype"] not in ("F8_E4M3", "U8"):
+        raise ValueError(f"checkpoint: {wname!r} has a weight_scale_inv but dtype {info['dtype']}, "
+                         f"expected F8_E4M3")
+    sshape = (-(-shape[0] // block[0]), -(-shape[1] // block[1]))
+    sinfo = ckpt.info(sname)
+    if sinfo["shape"] != sshape or sinfo["dtype"] != "F32":
+        raise ValueError(f"checkpoint: {sname!r} is {sinfo['dtype']} {sinfo['shape']}, expected F32 "
+                         f"{sshape} for block size {block}")
+    return wname, sname
+
+
+def _load_linear(ckpt, gowner, owner, shape, block):
+    """(local name, array) pairs for one FP8Linear's codes and scales."""
+    wname, sname = _linear_names(ckpt, gowner, shape, block)
+    if sname is not None:
+        codes, scales = ckpt.get(wname), ckpt.get(sname)
+    else:
         codes, scales = _ext.quantize_fp8(ckpt.get(wname), block_size=block)
         mx.eval(codes, scales)  # now, so only one float weight is alive at a time
     return [(f"{owner}.weight", codes), (f"{owner}.weight_scale_inv", scales)]

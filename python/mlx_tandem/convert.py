@@ -19,6 +19,8 @@ from .safetensors_io import StreamingWriter, to_bytes
 # dense, shared and per-expert MLPs (not the router `mlp.gate`, norms or MTP's eh_proj: DeepSeek keeps those).
 _LINEAR = re.compile(r"^model\.layers\.\d+\.(self_attn\.([qkvo]_proj|q_a_proj|q_b_proj|kv_a_proj_with_mqa|kv_b_proj)"
                      r"|mlp\.((experts\.\d+|shared_experts)\.)?(gate|up|down)_proj)\.weight$")
+# DeepSeek's router correction bias stays float32 (in bf16 it flips expert selections).
+_KEEP_F32 = re.compile(r"\.e_score_correction_bias$")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
                    "generation_config.json", "chat_template.jinja", "chat_template.json")
 _OUT_DTYPES = {"bfloat16": (mx.bfloat16, "BF16"), "float16": (mx.float16, "F16"),
@@ -68,6 +70,8 @@ def _plan(source, block, quantize_head, dtype_name):
                 raise ValueError(f"convert: linear weight {name} has shape {shape}, expected 2-D")
             plan.append((name, "F8_E4M3", tuple(shape), name, "codes"))
             plan.append((name + "_scale_inv", "F32", (-(-shape[0] // bn), -(-shape[1] // bk)), name, "scales"))
+        elif _KEEP_F32.search(name):
+            plan.append((name, "F32", tuple(shape), name, "float"))
         else:
             plan.append((name, dtype_name, tuple(shape), name, "float"))
     return plan
@@ -107,7 +111,7 @@ def convert(src: str, out: str, block_size=(128, 128), quantize_head: bool = Tru
     for i, shard in enumerate(shards):
         writer = StreamingWriter(os.path.join(out, fname(i)), [(o, d, s) for o, d, s, _, _ in shard],
                                  metadata={"format": "pt"})
-        for oname, _, shape, sname, kind in shard:
+        for oname, dtype_code, shape, sname, kind in shard:
             weight_map[oname] = fname(i)
             if kind == "scales":
                 data = pending.pop(sname)
@@ -122,7 +126,7 @@ def convert(src: str, out: str, block_size=(128, 128), quantize_head: bool = Tru
                     data = to_bytes(codes)
                     pending[sname] = to_bytes(scales)  # the scales follow right after the codes
                 else:
-                    data = to_bytes(w.astype(mx_dtype))
+                    data = to_bytes(w.astype(mx.float32 if dtype_code == "F32" else mx_dtype))
                 del w
                 mx.clear_cache()  # hand freed buffers back, so peak memory tracks one tensor
                 bar.update(1)

@@ -9,13 +9,17 @@ from typing import Iterator
 import mlx.core as mx
 
 from .checkpoint import load_model
+from .memory import check_checkpoint
 from .tokenizer import TokenizerWrapper
 
 
 def load(path: str, layer_range: tuple[int, int] | None = None, dtype=None,
-         head_bf16: bool | None = None):
+         head_bf16: bool | None = None, memory_check: bool = True):
     """(model, tokenizer) from a checkpoint directory (ours, DeepSeek-V3 FP8 or a float HF one,
-    quantized at load). With `layer_range` only those layers' tensors are read."""
+    quantized at load). With `layer_range` only those layers' tensors are read. First checks that
+    they fit in the available memory (memory.NotEnoughMemory, a ValueError, if not; memory_check=False
+    or TANDEM_NO_MEMORY_CHECK=1 skips that)."""
+    check_checkpoint(path, layer_range, enabled=memory_check)
     model, _ = load_model(path, layer_range=layer_range, dtype=dtype, head_bf16=head_bf16)
     return model, TokenizerWrapper.from_dir(path)
 

@@ -22,6 +22,9 @@ def add_arguments(parser):
                         help="activation dtype (default: the checkpoint's)")
     parser.add_argument("--head", default="auto", choices=["auto", "fp8", "float"],
                         help="LM head: as stored in the checkpoint (auto), quantized to FP8, or float")
+    parser.add_argument("--no-memory-check", action="store_true",
+                        help="load even if the model does not seem to fit in the available memory "
+                             "(also TANDEM_NO_MEMORY_CHECK=1)")
 
 
 def resolve_model(model: str) -> str:
@@ -42,7 +45,7 @@ def main(args) -> int:
         t = time.perf_counter()
         path = resolve_model(args.model)
         head = {"auto": None, "fp8": False, "float": True}[args.head]
-        model, tokenizer = load(path, dtype=args.dtype, head_bf16=head)
+        model, tokenizer = load(path, dtype=args.dtype, head_bf16=head, memory_check=not args.no_memory_check)
         print(f"loaded {path} in {time.perf_counter() - t:.1f} s", file=sys.stderr)
         last = None
         for r in stream_generate(model, tokenizer, prompt, args.max_tokens, temperature=args.temp,

@@ -19,7 +19,16 @@ def add_arguments(parser):
                         help="file holding the shared secret (else the TANDEM_SECRET environment variable)")
     parser.add_argument("--insecure-no-auth", action="store_true",
                         help="allow a non-loopback address without a shared secret (trusted private links only)")
-    parser.add_argument("--split", default="auto", help="first layer of rank 1, or 'auto' to balance the bytes each rank streams per token")
+    parser.add_argument("--split", default="auto",
+                        help="where rank 1 starts: a layer index; 'streamed' balances the bytes each rank reads "
+                             "per decoded token (a mixture-of-experts layer counts k of its E experts); 'stored' "
+                             "balances the bytes each rank holds in memory; 'auto' (default) picks streamed unless "
+                             "that split's larger share would need over 90%% of this machine's available memory, "
+                             "then stored. Each rank decides with its own machine's memory (both are assumed "
+                             "alike); rank 0's stderr says which one auto picked and why")
+    parser.add_argument("--no-memory-check", action="store_true",
+                        help="load even if this rank's share does not seem to fit in the available memory "
+                             "(also TANDEM_NO_MEMORY_CHECK=1)")
     parser.add_argument("--prompt", default=None, help="prompt text ('-' reads standard input) (rank 0)")
     parser.add_argument("--interactive", action="store_true", help="read prompts line by line from stdin (rank 0)")
     parser.add_argument("--max-tokens", type=int, default=256)
@@ -57,7 +66,8 @@ def main(args) -> int:
     if args.cpu is not None:
         os.sched_setaffinity(0, {args.cpu})
     common = dict(host=args.master_addr, port=args.master_port, split=args.split, timeout=args.timeout,
-                  insecure_no_auth=args.insecure_no_auth, dtype=args.dtype, connect_timeout=args.connect_timeout)
+                  insecure_no_auth=args.insecure_no_auth, dtype=args.dtype, connect_timeout=args.connect_timeout,
+                  memory_check=not args.no_memory_check)
     try:
         common["secret"] = auth.load_secret(args.secret_file)
         path = resolve_model(args.model)
@@ -68,6 +78,10 @@ def main(args) -> int:
         return run_rank0(args, pipe, tokenizer)
     except FingerprintMismatch as e:
         print(f"tandem launch: {e}", file=sys.stderr)
+        if args.split == "auto":
+            print("tandem launch: with --split auto each rank decides from its own machine's available memory; "
+                  "if the splits differ, pass the same --split stored, streamed or layer index to both",
+                  file=sys.stderr)
         return 1
     except PipelineError as e:  # before OSError: PeerTimeout and PeerDisconnected are OSErrors too
         print(f"tandem launch: {type(e).__name__}: {e}", file=sys.stderr)

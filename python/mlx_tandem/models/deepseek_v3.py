@@ -464,6 +464,9 @@ class Model(nn.Module):
         for layer in self.layers:
             layer.self_attn.finish_loading()
             layer.mlp.fuse()
+            # one layer at a time: peak memory stays near the final size plus one layer's copies
+            mx.eval(layer.parameters())
+            mx.clear_cache()
         mx.eval(self.parameters())
         use_huge_pages(self)
         return self

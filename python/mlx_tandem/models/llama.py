@@ -198,7 +198,9 @@ class Model(nn.Module):
         for layer in self.layers:
             layer.self_attn.fuse()
             layer.mlp.fuse()
-        mx.eval(self.parameters())
+            # one layer at a time, so the unfused weights are freed before the next copy is made
+            mx.eval(layer.parameters())
+            mx.clear_cache()
 
     def finish_loading(self) -> "Model":
         """Once the weights are in (load_model, the benchmarks' random models): derive a tied head,

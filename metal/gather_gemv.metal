@@ -1,0 +1,28 @@
+// Instantiations of the expert-gathered FP8 GEMV: gather_gemv_<dtype>_m<pair bucket>_<a16: K, bk multiples
+// of 16 | any>, as fp8_gemv.metal.
+#include "gather_gemv.h"
+
+instantiate_kernel("gather_gemv_float16_m1_a16", gather_gemv, half, 1, true)
+instantiate_kernel("gather_gemv_float16_m1_any", gather_gemv, half, 1, false)
+instantiate_kernel("gather_gemv_float16_m2_a16", gather_gemv, half, 2, true)
+instantiate_kernel("gather_gemv_float16_m2_any", gather_gemv, half, 2, false)
+instantiate_kernel("gather_gemv_float16_m4_a16", gather_gemv, half, 4, true)
+instantiate_kernel("gather_gemv_float16_m4_any", gather_gemv, half, 4, false)
+instantiate_kernel("gather_gemv_float16_m8_a16", gather_gemv, half, 8, true)
+instantiate_kernel("gather_gemv_float16_m8_any", gather_gemv, half, 8, false)
+instantiate_kernel("gather_gemv_bfloat16_m1_a16", gather_gemv, bfloat, 1, true)
+instantiate_kernel("gather_gemv_bfloat16_m1_any", gather_gemv, bfloat, 1, false)
+instantiate_kernel("gather_gemv_bfloat16_m2_a16", gather_gemv, bfloat, 2, true)
+instantiate_kernel("gather_gemv_bfloat16_m2_any", gather_gemv, bfloat, 2, false)
+instantiate_kernel("gather_gemv_bfloat16_m4_a16", gather_gemv, bfloat, 4, true)
+instantiate_kernel("gather_gemv_bfloat16_m4_any", gather_gemv, bfloat, 4, false)
+instantiate_kernel("gather_gemv_bfloat16_m8_a16", gather_gemv, bfloat, 8, true)
+instantiate_kernel("gather_gemv_bfloat16_m8_any", gather_gemv, bfloat, 8, false)
+instantiate_kernel("gather_gemv_float32_m1_a16", gather_gemv, float, 1, true)
+instantiate_kernel("gather_gemv_float32_m1_any", gather_gemv, float, 1, false)
+instantiate_kernel("gather_gemv_float32_m2_a16", gather_gemv, float, 2, true)
+instantiate_kernel("gather_gemv_float32_m2_any", gather_gemv, float, 2, false)
+instantiate_kernel("gather_gemv_float32_m4_a16", gather_gemv, float, 4, true)
+instantiate_kernel("gather_gemv_float32_m4_any", gather_gemv, float, 4, false)
+instantiate_kernel("gather_gemv_float32_m8_a16", gather_gemv, float, 8, true)
+instantiate_kernel("gather_gemv_float32_m8_any", gather_gemv, float, 8, false)
