@@ -88,19 +88,28 @@ def _fill_codes(out: np.ndarray, rng):
         v[(v & 0x7F) == 0x7F] ^= 1
 
 
-def _fp8(name, shape, block, seed, experts=None):
-    """(codes, scales) as mx arrays: codes (.., N, K), scales ~ U(0.5, 1.5)/448 per block. Stacked
-    experts are filled one expert at a time into one buffer (peak: this tensor twice, briefly)."""
+def _writable(shape, dtype) -> tuple[mx.array, np.ndarray]:
+    """An evaluated mx array and a numpy view of its memory to fill in place (no second copy of a
+    3.8 GB expert stack: the build's peak stays near the model's final size)."""
+    out = mx.zeros(shape, dtype)
+    mx.eval(out)
+    view = np.array(out, copy=False)
+    if not view.flags.writeable or view.flags.owndata or view.size != out.size:
+        raise RuntimeError("bench model: cannot fill an MLX buffer in place through numpy")
+    return out, view
+
+
+def _fp8(name, shape, block, seed):
+    """(codes, scales) as mx arrays: random codes (.., N, K), scales ~ U(0.5, 1.5)/448 per block;
+    stacked experts one expert at a time, each from its own seed (the anchor rebuilds a subset)."""
     *lead, N, K = shape
-    codes = np.empty(shape, np.uint8)
-    scales = np.empty((*lead, -(-N // block[0]), -(-K // block[1])), np.float32)
+    codes, cview = _writable(shape, mx.uint8)
+    scales, sview = _writable((*lead, -(-N // block[0]), -(-K // block[1])), mx.float32)
     for e in range(lead[0] if lead else 1):
         rng = _rng(seed, name, e if lead else None)
-        _fill_codes(codes[e] if lead else codes, rng)
-        (scales[e] if lead else scales)[...] = rng.uniform(0.5, 1.5, scales.shape[-2:]) / 448
-    out = mx.array(codes), mx.array(scales)
-    mx.eval(out)
-    return out
+        _fill_codes(cview[e] if lead else cview, rng)
+        (sview[e] if lead else sview)[...] = rng.uniform(0.5, 1.5, sview.shape[-2:]) / 448
+    return codes, scales
 
 
 def _float(name, shape, std, dtype, seed):
@@ -117,10 +126,33 @@ def _float(name, shape, std, dtype, seed):
     return out
 
 
+def _prefuse(model: ds.Model):
+    """The fused layout finish_loading() would make (q_a|kv_a, gate|up), built directly: fusing after
+    the fact briefly holds a 7.5 GB gate|up expert stack next to its 3.8 GB halves."""
+    bn = 128
+    for layer in model.layers:
+        attn = layer.self_attn
+        if attn.q_lora_rank is not None and attn.q_lora_rank % bn == 0:
+            K, n = attn.q_a_proj.weight.shape[1], attn.q_lora_rank + attn.kv_a_proj_with_mqa.weight.shape[0]
+            attn.qa_kva_proj = FP8Linear(K, n, "bias" in attn.q_a_proj, attn.q_a_proj.block_size)
+            del attn.q_a_proj, attn.kv_a_proj_with_mqa
+        mlps = [layer.mlp] if not isinstance(layer.mlp, ds.MoE) else \
+            [layer.mlp.switch_mlp] + ([layer.mlp.shared_experts] if "shared_experts" in layer.mlp else [])
+        for m in mlps:
+            g = m.gate_proj
+            if g.weight.shape[-2] % bn:
+                continue
+            *E, N, K = g.weight.shape
+            m.gate_up_proj = (FP8SwitchLinear(K, 2 * N, E[0], g.block_size) if E
+                              else FP8Linear(K, 2 * N, False, g.block_size))
+            del m.gate_proj, m.up_proj
+
+
 def build_fp8(args: ds.ModelArgs, head_bf16: bool, seed: int, finish: bool = True) -> ds.Model:
     """Our model with random FP8 weights written straight as codes + scales (no float weights),
     bf16 norms (ones), embedding and router, fp32 correction bias; then finish_loading()."""
     model = ds.Model(args, head_bf16=head_bf16)
+    _prefuse(model)
     modules = dict(model.named_modules())
     h = args.hidden_size
     for name, p in tree_flatten(model.parameters()):
@@ -184,13 +216,27 @@ class MLXSwitchGLU(nn.Module):
 
     def __init__(self, sw: ds.SwitchMLP):
         super().__init__()
-        for p in ("gate_proj", "up_proj", "down_proj"):
-            setattr(self, p, MLXSwitchLinear(_dequant_stack(getattr(sw, p))))
+        gu = _dequant_stack(sw.gate_up_proj)
+        n = gu.shape[1] // 2
+        self.gate_proj, self.up_proj = MLXSwitchLinear(gu[:, :n]), MLXSwitchLinear(gu[:, n:])
+        mx.eval(self.parameters())
+        del gu
+        self.down_proj = MLXSwitchLinear(_dequant_stack(sw.down_proj))
 
     def __call__(self, x, idx):  # x (T, dim), idx (T, k) -> (T, k, dim)
         x = mx.expand_dims(x, (-2, -3))
         h = fused.silu_mul(self.gate_proj(x, idx), self.up_proj(x, idx))
         return self.down_proj(h, idx).squeeze(-2)
+
+
+_SPLITS = {"qa_kva_proj": ("q_a_proj", "kv_a_proj_with_mqa"), "gate_up_proj": ("gate_proj", "up_proj")}
+
+
+def _linear(w: mx.array) -> nn.Linear:
+    lin = nn.Linear(w.shape[1], w.shape[0], bias=False)
+    lin.weight = mx.contiguous(w)
+    mx.eval(lin.weight)
+    return lin
 
 
 def _dequant(m: FP8Linear) -> mx.array:
@@ -211,6 +257,7 @@ def build_anchor(args: ds.ModelArgs, experts: int, head_bf16: bool, seed: int) -
         args = dataclasses.replace(args, n_routed_experts=min(experts, args.n_routed_experts))
         args.validate()
     model = build_fp8(args, head_bf16, seed, finish=False)
+    modules = dict(model.named_modules())
     for layer in model.layers:
         attn = layer.self_attn
         attn.mlx_absorbed = MLXAbsorbed(attn, _dequant(attn.kv_b_proj))
@@ -219,14 +266,20 @@ def build_anchor(args: ds.ModelArgs, experts: int, head_bf16: bool, seed: int) -
         if isinstance(layer.mlp, ds.MoE):
             layer.mlp.switch_mlp = MLXSwitchGLU(layer.mlp.switch_mlp)
         mx.eval(layer.parameters())
-    swaps = []
-    for name, m in model.named_modules():
+    for name, m in model.named_modules():  # a list: safe to swap modules while walking it
         if isinstance(m, FP8Linear):
-            lin = nn.Linear(m.weight.shape[1], m.weight.shape[0], bias=False)
-            lin.weight = _dequant(m)
-            mx.eval(lin.weight)
-            swaps.append((name, lin))
-    model.update_modules(tree_unflatten(swaps))
+            owner, leaf = name.rsplit(".", 1) if "." in name else ("", name)
+            parent = modules[owner] if owner else model
+            w = _dequant(m)
+            delattr(parent, leaf)
+            parts = _SPLITS.get(leaf)
+            if parts is None:
+                setattr(parent, leaf, _linear(w))
+            else:  # mlx-lm keeps these separate: split the fused weight back by rows
+                n0 = w.shape[0] // 2 if leaf == "gate_up_proj" else model.args.q_lora_rank
+                setattr(parent, parts[0], _linear(w[:n0]))
+                setattr(parent, parts[1], _linear(w[n0:]))
+            del w
     mx.eval(model.parameters())
     return model
 
