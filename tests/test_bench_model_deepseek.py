@@ -68,3 +68,13 @@ def test_anchor_with_every_expert_matches_ours():
     np.testing.assert_allclose(outs[1], outs[0], atol=0.05 * scale)
     # bytes: the anchor's experts are float32 (MLX's CPU gather_mm), ours FP8; both read top-k of E
     assert bd.layer_bytes(plain.layers[1])["routed experts"] > bd.layer_bytes(ours.layers[1])["routed experts"]
+
+
+def test_random_codes_avoid_nan_and_fill_in_place():
+    codes, scales = bd._fp8("x", (3, 130, 257), (128, 128), seed=1)
+    c = np.array(codes)
+    assert scales.shape == (3, 2, 3) and np.all(np.array(scales) > 0)
+    assert not np.isin(c, [0x7F, 0xFF]).any()
+    assert len(np.unique(c)) == 254  # every other code occurs
+    again, _ = bd._fp8("x", (1, 130, 257), (128, 128), seed=1)  # expert 0 alone: the same codes
+    np.testing.assert_array_equal(np.array(again)[0], c[0])

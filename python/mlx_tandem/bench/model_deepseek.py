@@ -79,13 +79,16 @@ def _rng(seed, name, expert=None):
 
 
 def _fill_codes(out: np.ndarray, rng):
-    """Random E4M3 codes into `out`, in chunks; the NaN codes 0x7F/0xFF become 0x7E/0xFE."""
+    """Random E4M3 codes into `out`, in chunks (the raw generator: ~6x rng.bytes here); the NaN
+    codes 0x7F/0xFF become 0x7E/0xFE."""
     flat = out.reshape(-1)
     step = 1 << 26
     for i in range(0, flat.size, step):
         v = flat[i:i + step]
-        v[:] = np.frombuffer(rng.bytes(v.size), np.uint8)
-        v[(v & 0x7F) == 0x7F] ^= 1
+        v[:] = rng.bit_generator.random_raw(-(-v.size // 8)).view(np.uint8)[:v.size]
+        nan = np.bitwise_and(v, 0x7F)
+        np.equal(nan, 0x7F, out=nan.view(bool))
+        np.bitwise_xor(v, nan, out=v)
 
 
 def _writable(shape, dtype) -> tuple[mx.array, np.ndarray]:
