@@ -7,7 +7,7 @@ import importlib
 BENCHES = {
     "kernels": "FP8 GEMV/GEMM vs memory bandwidth, numpy sgemm and MLX",
     "attention": "fused attention decode/prefill vs MLX sdpa, bandwidth and sgemm",
-    "model": "~1B Llama decode/prefill tokens/s vs MLX bf16 and mxfp8",
+    "model": "~1B Llama (or --arch deepseek_v3 layers) decode tokens/s vs MLX and the bandwidth bound",
     "pipeline": "two-rank pipeline throughput, link overhead and overlap",
 }
 

@@ -1,7 +1,8 @@
 """`tandem bench model`: decode and prefill tokens/s of a random ~1B Llama (Llama-3.2-1B's shape:
 hidden 2048, 16 layers, GQA 32/8, tied 128256 vocabulary) in FP8 on our kernels, against the same
 weights in plain MLX layers (bfloat16 nn.Linear and nn.QuantizedLinear mode "mxfp8", MLX sdpa)
-and against the bandwidth bound (weight bytes per token / measured read bandwidth)."""
+and against the bandwidth bound (weight bytes per token / measured read bandwidth).
+`--arch deepseek_v3` dispatches to bench/model_deepseek.py, which reuses the helpers here."""
 
 from __future__ import annotations
 
@@ -21,23 +22,35 @@ from ..generate import generate_step
 from ..nn import FP8Linear
 
 
+# --arch llama defaults of the flags both architectures take (None on the parser, filled per arch)
+LLAMA_DEFAULTS = dict(hidden=2048, intermediate=8192, heads=32, vocab=128256, decode_tokens=16, repeats=5,
+                      anchor_context=4, anchors="bf16,mxfp8")
+
+
 def add_arguments(parser):
-    parser.add_argument("--layers", type=int, default=16)
-    parser.add_argument("--hidden", type=int, default=2048)
-    parser.add_argument("--intermediate", type=int, default=8192)
-    parser.add_argument("--heads", type=int, default=32)
-    parser.add_argument("--kv-heads", type=int, default=8)
-    parser.add_argument("--vocab", type=int, default=128256)
-    parser.add_argument("--context", type=int, default=64, help="tokens in the cache before timing decode")
-    parser.add_argument("--decode-tokens", type=int, default=16)
-    parser.add_argument("--prompt", type=int, default=128, help="prefill length for our model")
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--arch", choices=("llama", "deepseek_v3"), default="llama",
+                        help="llama: a random ~1B Llama; deepseek_v3: DeepSeek-V3 layers at full dims "
+                             "(bench/model_deepseek.py)")
+    parser.add_argument("--layers", type=int, default=16, help="(llama)")
+    parser.add_argument("--hidden", type=int, default=None, help="llama 2048, deepseek_v3 7168")
+    parser.add_argument("--intermediate", type=int, default=None,
+                        help="MLP width: llama 8192, deepseek_v3 18432 (its dense layers)")
+    parser.add_argument("--heads", type=int, default=None, help="llama 32, deepseek_v3 128")
+    parser.add_argument("--kv-heads", type=int, default=8, help="(llama)")
+    parser.add_argument("--vocab", type=int, default=None, help="llama 128256, deepseek_v3 129280")
+    parser.add_argument("--context", type=int, default=64, help="(llama) tokens in the cache before timing decode")
+    parser.add_argument("--decode-tokens", type=int, default=None, help="llama 16, deepseek_v3 8")
+    parser.add_argument("--prompt", type=int, default=128, help="(llama) prefill length for our model")
+    parser.add_argument("--repeats", type=int, default=None, help="llama 5, deepseek_v3 3")
     # MLX's CPU matmuls are slow on Linux (mxfp8 ~0.05 GB/s here), so the anchors get short runs
-    parser.add_argument("--anchor-context", type=int, default=4)
+    parser.add_argument("--anchor-context", type=int, default=None, help="llama 4, deepseek_v3 1024")
     parser.add_argument("--anchor-decode-tokens", type=int, default=2)
-    parser.add_argument("--anchor-prompt", type=int, default=4, help="prefill length for the MLX anchors")
+    parser.add_argument("--anchor-prompt", type=int, default=4, help="(llama) prefill length for the MLX anchors")
     parser.add_argument("--anchor-repeats", type=int, default=2)
-    parser.add_argument("--anchors", default="bf16,mxfp8", help="comma list of bf16, mxfp8 (empty: none)")
+    parser.add_argument("--anchors", default=None,
+                        help="comma list (empty: none): llama bf16,mxfp8 (default both); deepseek_v3 bf16")
+    from . import model_deepseek  # imports this module's helpers: import it here, not at the top
+    model_deepseek.add_arguments(parser)
 
 
 def build_fp8(a) -> nn.Module:
@@ -117,6 +130,12 @@ def time_decode(model, context, n, repeats):
     rng = np.random.default_rng(0)
     prompt = mx.array(rng.integers(0, model.args.vocab_size, (context,)), mx.int32)
     gen = generate_step(model, prompt, temperature=0.0, cache=model.make_cache(), prefill_step=max(context, 512))
+    return time_tokens(gen, n, repeats)
+
+
+def time_tokens(gen, n, repeats):
+    """tokens/s of `repeats` timed runs of n tokens from a generate_step generator (its first
+    token, the prompt's, is taken untimed); closes the generator."""
     next(gen)
     rates = []
     for _ in range(repeats):
@@ -156,6 +175,12 @@ def fmt(rates):
 
 
 def main(a) -> int:
+    if a.arch == "deepseek_v3":
+        from . import model_deepseek
+        return model_deepseek.main(a)
+    for k, v in LLAMA_DEFAULTS.items():
+        if getattr(a, k) is None:
+            setattr(a, k, v)
     log = lambda *x: print(*x, file=sys.stderr, flush=True)
     log(f"building random FP8 Llama: hidden {a.hidden}, {a.layers} layers, heads {a.heads}/{a.kv_heads}, "
         f"ffn {a.intermediate}, vocab {a.vocab}")

@@ -258,7 +258,7 @@ class MLA(nn.Module):
         if cache is None or (offset == 0 and L >= EXPANDED_MIN_TOKENS):
             o = self._expanded(q_nope, q_pe, latent, k_pe)
         else:
-            o = self._absorbed(q_nope, q_pe, keys)
+            o = self.absorbed(q_nope, q_pe, keys)
         return self.o_proj(o.reshape(B, L, H * self.v_dim))
 
     def _expanded(self, q_nope, q_pe, latent, k_pe):
@@ -271,8 +271,9 @@ class MLA(nn.Module):
         o = _ext.fused_attention(q, k, v, scale=self.scale, causal=True)
         return o.transpose(0, 2, 1, 3)
 
-    def _absorbed(self, q_nope, q_pe, keys):
-        """Attention over the latent cache: q = [q_nope W_UK, q_pe], k = cache rows, v = their latent."""
+    def absorbed(self, q_nope, q_pe, keys):
+        """Attention over the latent cache: q = [q_nope W_UK, q_pe], k = cache rows, v = their latent.
+        A public method so benchmarks can swap in plain MLX for their anchor (bench/model_deepseek.py)."""
         q_lat = self._per_head(q_nope, self._wuk_t).transpose(0, 2, 1, 3)       # (B, H, L, kvr)
         q = mx.concatenate([q_lat, q_pe], axis=-1)
         o_lat = _ext.fused_attention(q, keys, keys[..., :self.kv_lora_rank], scale=self.scale, causal=True)
