@@ -81,7 +81,8 @@ NB_MODULE(_ext, m) {
         "Expert-gathered FP8 matmul: x (..., K), codes (E, N, K) uint8, scales (E, ceil(N/bn), ceil(K/bk)) "
         "float32, indices (..., k) int32 with x's leading dimensions -> (..., k, N) in x's dtype, row t times "
         "expert indices[t, j]. Only the selected experts' bytes are read, each once; an index outside [0, E) "
-        "raises ValueError when the result is evaluated.");
+        "raises ValueError at the call when indices are already evaluated, else RuntimeError naming the op "
+        "at evaluation (no weight byte read; the result then holds NaN).");
 
   m.def("fused_attention", &tandem::fused_attention, "q"_a, "k"_a, "v"_a, nb::kw_only(),
         "scale"_a = nb::none(), "causal"_a = true, "stream"_a = nb::none(),

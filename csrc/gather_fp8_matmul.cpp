@@ -1,5 +1,8 @@
 #include "gather_fp8_matmul.h"
 
+#include <limits>
+#include <stdexcept>
+
 #include "cpu/kernels.h"
 #include "mlx/ops.h"
 #include "mlx/transforms.h"
@@ -30,7 +33,15 @@ void GatherFp8Matmul::eval_cpu(const std::vector<mx::array>& inputs, mx::array& 
     g.bn = bn;
     g.bk = bk;
     g.y = y.dtype() == mx::float32 ? y.template data<float>() : (ytmp.resize(y.size()), ytmp.data());
-    cpu::gather_fp8_matmul(isa, g);
+    try {
+      cpu::gather_fp8_matmul(isa, g);  // checks every index before reading any weight byte
+    } catch (const std::invalid_argument&) {
+      // MLX 0.32.4 rethrows this at mx.eval as a RuntimeError yet leaves `out` marked evaluated,
+      // so later reads would see uninitialised memory: make them NaN.
+      std::vector<float> nan(y.size(), std::numeric_limits<float>::quiet_NaN());
+      store_float32(nan.data(), y);
+      throw;
+    }
     if (g.y == ytmp.data()) store_float32(g.y, y);
   });
 }
