@@ -60,6 +60,19 @@ METAL_FUNC void gemm_stage_w(threadgroup float* ws, const device uchar* codes,
   }
 }
 
+// One K step of a SIMD-group's 16x32 sub-tile: acc += xs[sm.., :] * ws[sn.., :]^T over the staged
+// kGemmBK columns (shared by fp8_gemm and gather_gemm).
+METAL_FUNC void gemm_mma_tile(thread frag8 (*acc)[4], threadgroup const float* xs, threadgroup const float* ws,
+                              int sm, int sn, ushort lane) {
+  for (int kk = 0; kk < kGemmBK; kk += 8) {
+    frag8 fa[2], fb[4];
+    for (int i = 0; i < 2; i++) frag_load(fa[i], xs + (sm + 8 * i) * kGemmLd + kk, kGemmLd, 8, 8, lane);
+    for (int j = 0; j < 4; j++) frag_load_t(fb[j], ws + (sn + 8 * j) * kGemmLd + kk, kGemmLd, 8, 8, lane);
+    for (int i = 0; i < 2; i++)
+      for (int j = 0; j < 4; j++) simdgroup_multiply_accumulate(acc[i][j], fa[i], fb[j], acc[i][j]);
+  }
+}
+
 template <typename T, bool ALIGNED>
 [[kernel, max_total_threads_per_threadgroup(kGemmThreads)]] void fp8_gemm(
     const device T* x [[buffer(0)]],
@@ -85,13 +98,7 @@ template <typename T, bool ALIGNED>
     gemm_stage_x<T>(xs, x, a, m0, k0, tid);
     gemm_stage_w<ALIGNED>(ws, codes, scales, a, n0, k0, tid);
     threadgroup_barrier(mem_flags::mem_threadgroup);
-    for (int kk = 0; kk < kGemmBK; kk += 8) {
-      frag8 fa[2], fb[4];
-      for (int i = 0; i < 2; i++) frag_load(fa[i], xs + (sm + 8 * i) * kGemmLd + kk, kGemmLd, 8, 8, lane);
-      for (int j = 0; j < 4; j++) frag_load_t(fb[j], ws + (sn + 8 * j) * kGemmLd + kk, kGemmLd, 8, 8, lane);
-      for (int i = 0; i < 2; i++)
-        for (int j = 0; j < 4; j++) simdgroup_multiply_accumulate(acc[i][j], fa[i], fb[j], acc[i][j]);
-    }
+    gemm_mma_tile(acc, xs, ws, sm, sn, lane);
     threadgroup_barrier(mem_flags::mem_threadgroup);
   }
   for (int i = 0; i < 2; i++) {

@@ -56,13 +56,7 @@ template <typename T, bool ALIGNED>
     gather_stage_x<T>(xs, x, rowp, a, k0, tid);
     gemm_stage_w<ALIGNED>(ws, ce, se, a.mm, n0, k0, tid);
     threadgroup_barrier(mem_flags::mem_threadgroup);
-    for (int kk = 0; kk < kGemmBK; kk += 8) {
-      frag8 fa[2], fb[4];
-      for (int i = 0; i < 2; i++) frag_load(fa[i], xs + (sm + 8 * i) * kGemmLd + kk, kGemmLd, 8, 8, lane);
-      for (int j = 0; j < 4; j++) frag_load_t(fb[j], ws + (sn + 8 * j) * kGemmLd + kk, kGemmLd, 8, 8, lane);
-      for (int i = 0; i < 2; i++)
-        for (int j = 0; j < 4; j++) simdgroup_multiply_accumulate(acc[i][j], fa[i], fb[j], acc[i][j]);
-    }
+    gemm_mma_tile(acc, xs, ws, sm, sn, lane);
     threadgroup_barrier(mem_flags::mem_threadgroup);
   }
   // Scatter: this lane's two elements of each fragment go to its row's (t, j) output row.

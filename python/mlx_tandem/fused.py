@@ -35,6 +35,16 @@ def silu_mul(gate: mx.array, up: mx.array) -> mx.array:
     return _ext.silu_mul(gate, up) if _on_cpu() else nn.silu(gate) * up
 
 
+def swiglu(mlp: nn.Module, *args) -> mx.array:
+    """silu(gate(*args)) * up(*args) for an MLP whose projections are separate or fused into
+    gate_up_proj (gate rows first, as nn.fuse_gate_up stacks them)."""
+    if "gate_up_proj" in mlp:
+        gu = mlp.gate_up_proj(*args)
+        n = gu.shape[-1] // 2
+        return silu_mul(gu[..., :n], gu[..., n:])
+    return silu_mul(mlp.gate_proj(*args), mlp.up_proj(*args))
+
+
 def rms_norm(x: mx.array, norm: nn.RMSNorm) -> mx.array:
     return _ext.rms_norm(x, norm.weight, norm.eps) if _on_cpu() else norm(x)
 

@@ -81,6 +81,17 @@ class FP8Linear(nn.Module):
         return f"input_dims={K}, output_dims={N}, bias={'bias' in self}, block_size={self.block_size}"
 
 
+def fuse_gate_up(mlp: nn.Module, cls) -> None:
+    """mlp.gate_proj and mlp.up_proj (both `cls`: FP8Linear or FP8SwitchLinear) become one
+    mlp.gate_up_proj when their scale blocks allow (see FP8Linear.concat); outputs are unchanged."""
+    if "gate_up_proj" in mlp or not isinstance(mlp.gate_proj, cls):
+        return
+    gu = cls.concat([mlp.gate_proj, mlp.up_proj])
+    if gu is not None:
+        mlp.gate_up_proj = gu
+        del mlp.gate_proj, mlp.up_proj
+
+
 def _rows_concatenable(layers) -> bool:
     """Weights (..., N_i, K) can stack along N sharing scale blocks: same leading dims, K and block
     size, every part but the last a whole number of row blocks."""

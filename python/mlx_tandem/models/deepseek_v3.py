@@ -21,7 +21,7 @@ import mlx.nn as nn
 import numpy as np
 
 from .. import _ext, fused
-from ..nn import FP8Linear, FP8SwitchLinear, use_huge_pages
+from ..nn import FP8Linear, FP8SwitchLinear, fuse_gate_up, use_huge_pages
 from .base import _rope_from_config, run_layers
 from .cache import LatentCache
 from .llama import MLP
@@ -326,22 +326,11 @@ class SwitchMLP(nn.Module):
         self.down_proj = FP8SwitchLinear(hidden, dim, experts, block_size)
 
     def fuse(self):
-        if "gate_up_proj" in self:
-            return
-        gu = FP8SwitchLinear.concat([self.gate_proj, self.up_proj])
-        if gu is not None:
-            self.gate_up_proj = gu
-            del self.gate_proj, self.up_proj
+        fuse_gate_up(self, FP8SwitchLinear)
 
     def __call__(self, x: mx.array, idx: mx.array) -> mx.array:
         """x (T, dim), idx (T, k) -> (T, k, dim)."""
-        if "gate_up_proj" in self:
-            gu = self.gate_up_proj(x, idx)
-            n = gu.shape[-1] // 2
-            h = fused.silu_mul(gu[..., :n], gu[..., n:])
-        else:
-            h = fused.silu_mul(self.gate_proj(x, idx), self.up_proj(x, idx))
-        return self.down_proj(h, idx[..., None])[..., 0, :]
+        return self.down_proj(fused.swiglu(self, x, idx), idx[..., None])[..., 0, :]
 
 
 class MoE(nn.Module):

@@ -6,7 +6,7 @@ import mlx.core as mx
 import mlx.nn as nn
 
 from .. import _ext, fused
-from ..nn import FP8Linear, use_huge_pages
+from ..nn import FP8Linear, fuse_gate_up, use_huge_pages
 from ..rotary import RoPE
 from .base import ModelArgs, run_layers
 from .cache import KVCache
@@ -74,19 +74,10 @@ class MLP(nn.Module):
 
     def fuse(self):
         """gate/up as one FP8Linear when their scale blocks allow."""
-        if "gate_up_proj" in self or not isinstance(self.gate_proj, FP8Linear):
-            return
-        gu = FP8Linear.concat([self.gate_proj, self.up_proj])
-        if gu is not None:
-            self.gate_up_proj = gu
-            del self.gate_proj, self.up_proj
+        fuse_gate_up(self, FP8Linear)
 
     def __call__(self, x):
-        if "gate_up_proj" in self:
-            gu = self.gate_up_proj(x)
-            n = gu.shape[-1] // 2
-            return self.down_proj(fused.silu_mul(gu[..., :n], gu[..., n:]))
-        return self.down_proj(fused.silu_mul(self.gate_proj(x), self.up_proj(x)))
+        return self.down_proj(fused.swiglu(self, x))
 
 
 class TransformerBlock(nn.Module):
