@@ -31,9 +31,9 @@ def test_temperature_zero_is_argmax_and_bad_arguments_raise():
     logits = mx.array(np.random.default_rng(0).standard_normal((3, 11)).astype(np.float32))
     assert np.array_equal(np.array(sample(logits)), np.argmax(np.array(logits), -1))
     for kw in ({"temperature": -1}, {"temperature": 1, "top_p": 0}, {"temperature": 1, "top_k": -2}):
-        with pytest.raises(ValueError, match="sample"):
+        with pytest.raises(ValueError, match="sampl"):
             sample(logits, **kw)
-    with pytest.raises(ValueError, match="sample"):
+    with pytest.raises(ValueError, match="sampl"):
         sample(logits[0])
 
 

@@ -373,9 +373,29 @@ void gemm(const Fp8MatmulArgs& a) {
   });
 }
 
+// A few rows more than a GEMV takes (a decode batch of several sequences): GEMVs of at most
+// kGemvMaxRows rows each in one parallel region. Measured here (Zen 4, 8192x2048): faster than the
+// GEMM tile up to 32 rows, and each row's result is bit-identical to running that row alone, so a
+// sequence decodes the same tokens in a batch as by itself.
+template <class S>
+void gemv_row_groups(const Fp8MatmulArgs& a) {
+  const int64_t groups = (a.M + kGemvMaxRows - 1) / kGemvMaxRows;
+  std::vector<Fp8MatmulArgs> jobs;
+  for (int64_t g = 0; g < groups; ++g) {
+    const int64_t m0 = a.M * g / groups, m1 = a.M * (g + 1) / groups;
+    Fp8MatmulArgs j = a;
+    j.x = a.x + m0 * a.K;
+    j.y = a.y + m0 * a.N;
+    j.M = m1 - m0;
+    jobs.push_back(j);
+  }
+  gemv_batch<S>(jobs.data(), groups);
+}
+
 template <class S>
 void fp8_matmul(const Fp8MatmulArgs& a) {
   if (a.M <= kGemvMaxRows) return gemv<S>(a);
+  if (a.M <= kGemvGroupMaxRows) return gemv_row_groups<S>(a);
   gemm<S>(a);
 }
 

@@ -23,6 +23,8 @@ struct Fp8MatmulArgs {
 // Up to this many rows of x take the GEMV path (weights streamed once, no
 // dequantized panel); more rows take the blocked GEMM path.
 constexpr int64_t kGemvMaxRows = 8;
+// Up to this many rows run as GEMVs of at most kGemvMaxRows rows (batched decode, see fp8_matmul_simd.h).
+constexpr int64_t kGemvGroupMaxRows = 32;
 
 void fp8_matmul_scalar(const Fp8MatmulArgs& a);
 void fp8_matmul_avx2(const Fp8MatmulArgs& a);

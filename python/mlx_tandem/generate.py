@@ -1,4 +1,5 @@
-"""Loading and text generation: `load`, `sample`, `generate_step`, `stream_generate`, `generate`."""
+"""Loading and text generation: `load`, `sample`, `generate_step`, `stream_generate`, `generate` (on the
+shared core: sampling.SamplingParams / SeedStream / sample_graph and text.TextStream)."""
 
 from __future__ import annotations
 
@@ -8,8 +9,12 @@ from typing import Iterator
 
 import mlx.core as mx
 
+import numpy as np
+
 from .checkpoint import load_model
 from .memory import check_checkpoint
+from .sampling import Sampled, SamplingParams, SeedStream, sample, sample_graph, to_sampled  # noqa: F401 (sample: API)
+from .text import TextStream
 from .tokenizer import TokenizerWrapper
 
 
@@ -24,63 +29,54 @@ def load(path: str, layer_range: tuple[int, int] | None = None, dtype=None,
     return model, TokenizerWrapper.from_dir(path)
 
 
-def sample(logits: mx.array, temperature: float = 0.0, top_p: float = 1.0, top_k: int = 0,
-           key: mx.array | None = None) -> mx.array:
-    """Token ids (B,) from logits (B, vocab): argmax at temperature 0, else softmax(logits / T)
-    restricted to the top_k tokens and the smallest set with probability mass >= top_p."""
-    if logits.ndim != 2:
-        raise ValueError(f"sample: logits must be (B, vocab), got {logits.shape}")
-    if temperature < 0 or not 0 < top_p <= 1 or top_k < 0:
-        raise ValueError(f"sample: need temperature >= 0, 0 < top_p <= 1, top_k >= 0; got "
-                         f"{temperature}, {top_p}, {top_k}")
-    if temperature == 0:
-        return mx.argmax(logits, axis=-1)
-    logits = logits.astype(mx.float32) / temperature
-    if top_k and top_k < logits.shape[-1]:
-        kth = mx.sort(logits, axis=-1)[:, -top_k][:, None]
-        logits = mx.where(logits < kth, -float("inf"), logits)
-    if top_p < 1:
-        order = mx.argsort(-logits, axis=-1)
-        sorted_logits = mx.take_along_axis(logits, order, axis=-1)
-        probs = mx.softmax(sorted_logits, axis=-1)
-        # keep a token if the mass before it is below top_p (so the top token always stays)
-        drop = (mx.cumsum(probs, axis=-1) - probs) >= top_p
-        sorted_logits = mx.where(drop, -float("inf"), sorted_logits)
-        logits = mx.put_along_axis(mx.full(logits.shape, -float("inf")), order, sorted_logits, axis=-1)
-    return mx.random.categorical(logits, axis=-1, key=key)
+def _params(params: SamplingParams | None, temperature, top_p, top_k, seed) -> SamplingParams:
+    return params if params is not None else SamplingParams(temperature, top_p, top_k, seed=seed)
 
 
-def generate_step(model, prompt: mx.array, *, temperature=0.0, top_p=1.0, top_k=0, seed=None,
-                  cache=None, prefill_step: int = 512) -> Iterator[int]:
-    """Yields token ids. The prompt (1-D ids) is prefilled in chunks; each next step is queued
+def token_steps(model, prompt: mx.array, params: SamplingParams, *, cache=None,
+                prefill_step: int = 512) -> Iterator[Sampled]:
+    """One `Sampled` (B = 1) per generated token, forever (the caller stops). The prompt (1-D ids) is
+    prefilled in chunks; unless penalties need the previous token first, each next step is queued
     before the previous token is handed out, so Python overlaps with compute."""
     if prompt.ndim != 1 or prompt.size == 0:
         raise ValueError(f"generate: prompt must be a non-empty 1-D array of token ids, got {prompt.shape}")
-    if hasattr(model, "generate_step"):  # a pipeline.Pipeline: rank 1 samples, tokens come back
-        yield from model.generate_step(prompt, temperature=temperature, top_p=top_p, top_k=top_k, seed=seed,
-                                       cache=cache, prefill_step=prefill_step)
-        return
     cache = cache if cache is not None else model.make_cache()
-    key = mx.random.key(seed if seed is not None else time.time_ns() % (1 << 63))
+    seeds = SeedStream(params.seed)
+    history: list[int] = []
 
-    def step(tokens, key):
+    def step(tokens):
         logits = model(tokens[None], cache=cache)[:, -1, :]
-        if temperature == 0:  # greedy: no key to split (one op less per token)
-            return sample(logits, temperature, top_p, top_k, key)[0], key
-        k1, k2 = mx.random.split(key)
-        return sample(logits, temperature, top_p, top_k, k1)[0], k2
+        counts = [np.array(history, np.int32)] if params.penalized else None
+        return sample_graph(logits, [params], [seeds.next()], counts)
 
     while prompt.size > prefill_step:
         model(prompt[None, :prefill_step], cache=cache)
         mx.eval([c.state for c in cache])
         prompt = prompt[prefill_step:]
-    tok, key = step(prompt, key)
-    mx.async_eval(tok, key)
+    parts = step(prompt)
+    mx.async_eval(parts)
     while True:
-        nxt, key = step(tok[None], key)
-        mx.async_eval(nxt, key)
-        yield tok.item()
-        tok = nxt
+        if params.penalized:  # the next step's penalties need this token
+            out = to_sampled(parts)
+            history.append(int(out.tokens[0]))
+            parts = step(mx.array(out.tokens))
+        else:
+            nxt = step(parts[0])
+            mx.async_eval(nxt)
+            out, parts = to_sampled(parts), nxt
+        mx.async_eval(parts)
+        yield out
+
+
+def generate_step(model, prompt: mx.array, *, temperature=0.0, top_p=1.0, top_k=0, seed=None,
+                  params: SamplingParams | None = None, cache=None, prefill_step: int = 512) -> Iterator[int]:
+    """Yields token ids (see token_steps); `params` overrides the separate sampling arguments."""
+    params = _params(params, temperature, top_p, top_k, seed)
+    if hasattr(model, "generate_step"):  # a pipeline.Pipeline: rank 1 samples, tokens come back
+        yield from model.generate_step(prompt, params=params, cache=cache, prefill_step=prefill_step)
+        return
+    for out in token_steps(model, prompt, params, cache=cache, prefill_step=prefill_step):
+        yield int(out.tokens[0])
 
 
 @dataclass
@@ -92,6 +88,8 @@ class GenerationResponse:
     prompt_tps: float
     generation_tps: float
     finish_reason: str | None = None  # "stop" (EOS / stop string) or "length" on the last response
+    logprob: float | None = None  # of `token`, when params.logprobs
+    top_logprobs: list[tuple[int, float]] | None = None  # (token, logprob), when params.top_logprobs
 
 
 def prepare_prompt(tokenizer: TokenizerWrapper, prompt, chat: bool = False) -> list[int]:
@@ -107,49 +105,37 @@ def prepare_prompt(tokenizer: TokenizerWrapper, prompt, chat: bool = False) -> l
 
 def stream_generate(model, tokenizer: TokenizerWrapper, prompt, max_tokens: int = 256, *,
                     temperature: float = 0.0, top_p: float = 1.0, top_k: int = 0, seed: int | None = None,
-                    stop: list[str] | None = None, chat: bool = False,
+                    params: SamplingParams | None = None, stop: list[str] | None = None, chat: bool = False,
                     prefill_step: int = 512) -> Iterator[GenerationResponse]:
     """Stream text as it is generated. `prompt` is a string, token ids, or (with chat=True) a
-    string or a list of chat messages. Stops at EOS, a stop string (not included) or max_tokens."""
-    if max_tokens < 1:
-        raise ValueError(f"generate: max_tokens must be >= 1, got {max_tokens}")
+    string or a list of chat messages; `params` (a SamplingParams) overrides temperature/top_p/top_k/seed.
+    Stops at EOS, a stop string (not included) or max_tokens."""
+    params = _params(params, temperature, top_p, top_k, seed)
+    text = TextStream(tokenizer, max_tokens, stop)
     ids = prepare_prompt(tokenizer, prompt, chat)
-    stop = [s for s in (stop or []) if s]
-    hold = max((len(s) for s in stop), default=1) - 1  # chars kept back while a stop string may form
-    detok = tokenizer.detokenizer()
-    pending = ""
     t0 = time.perf_counter()
-    prompt_tps = 0.0
-    n = 0
-    gen = generate_step(model, mx.array(ids, mx.int32), temperature=temperature, top_p=top_p,
-                        top_k=top_k, seed=seed, prefill_step=prefill_step)
-    finish = "length"
-    for n, token in enumerate(gen, start=1):
-        if n == 1:
-            t1 = time.perf_counter()
-            prompt_tps = len(ids) / (t1 - t0)
-        stats = lambda: (len(ids), n, prompt_tps, (n - 1) / max(time.perf_counter() - t1, 1e-9))
-        if token in tokenizer.eos_token_ids:
-            finish = "stop"
-            break
-        pending += detok.add_token(token)
-        cut = min((pending.find(s) for s in stop if s in pending), default=-1)
-        if cut >= 0:
-            yield GenerationResponse(pending[:cut], token, *stats(), finish_reason="stop")
-            return
-        if n >= max_tokens:
-            break
-        emit = pending[:len(pending) - hold] if hold else pending
-        if emit:
-            pending = pending[len(emit):]
-        yield GenerationResponse(emit, token, *stats())
-    gen.close()
-    pending += detok.finalize()
-    cut = min((pending.find(s) for s in stop if s in pending), default=-1)
-    if cut >= 0:
-        pending, finish = pending[:cut], "stop"
-    yield GenerationResponse(pending, None, len(ids), n, prompt_tps,
-                             max(n - 1, 0) / max(time.perf_counter() - t1, 1e-9), finish_reason=finish)
+    t1, prompt_tps = t0, 0.0
+    if hasattr(model, "token_steps"):  # a pipeline.Pipeline
+        steps = model.token_steps(mx.array(ids, mx.int32), params, prefill_step=prefill_step)
+    else:
+        steps = token_steps(model, mx.array(ids, mx.int32), params, prefill_step=prefill_step)
+    try:
+        for out in steps:
+            if text.tokens == 0:
+                t1 = time.perf_counter()
+                prompt_tps = len(ids) / (t1 - t0)
+            token = int(out.tokens[0])
+            piece, finish = text.add(token)
+            n = text.tokens
+            top = [(int(i), float(v)) for i, v in zip(out.top_ids[0], out.top_logprobs[0])] \
+                if params.top_logprobs else None
+            yield GenerationResponse(piece, token, len(ids), n, prompt_tps,
+                                     (n - 1) / max(time.perf_counter() - t1, 1e-9), finish,
+                                     float(out.logprobs[0]) if params.wants_logprobs else None, top)
+            if finish is not None:
+                return
+    finally:
+        steps.close()
 
 
 def generate(model, tokenizer: TokenizerWrapper, prompt, max_tokens: int = 256, **kwargs) -> str:

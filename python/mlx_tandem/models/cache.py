@@ -79,3 +79,22 @@ class LatentCache(_StepBuffers):
         if entries.ndim != 4 or entries.shape[1] != 1:
             raise ValueError(f"LatentCache: expected entries (B, 1, L, D), got {entries.shape}")
         return self._update(entries)[0]
+
+
+class RowCaches(list):
+    """One layer's caches for a ragged batch: row i of the batch is its own sequence with its own cache
+    (and position), as continuous batching builds them. Attention layers run their position-dependent
+    part (RoPE, the cache update, attention) row by row through `each_row`; everything else (the
+    projections, the MLP: the weight reads) runs once for all rows."""
+
+
+def each_row(cache, fn, *xs: mx.array) -> mx.array:
+    """fn(*xs, cache) -> (B, ...) for a plain cache (or None); for RowCaches, fn on each row's slices
+    of xs with that row's cache, concatenated along the batch axis."""
+    if not isinstance(cache, RowCaches):
+        return fn(*xs, cache)
+    if len(cache) != xs[0].shape[0]:
+        raise ValueError(f"attention: {len(cache)} row caches for a batch of {xs[0].shape[0]} rows")
+    if len(cache) == 1:
+        return fn(*xs, cache[0])
+    return mx.concatenate([fn(*(x[i:i + 1] for x in xs), c) for i, c in enumerate(cache)], axis=0)

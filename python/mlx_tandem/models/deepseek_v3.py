@@ -23,7 +23,7 @@ import numpy as np
 from .. import _ext, fused
 from ..nn import FP8Linear, FP8SwitchLinear, fuse_gate_up, use_huge_pages
 from .base import _rope_from_config, run_layers
-from .cache import LatentCache
+from .cache import LatentCache, RowCaches, each_row
 from .llama import MLP
 
 # Per model_type defaults where the V2 and V3 configs differ (keys the published configs may omit).
@@ -249,17 +249,35 @@ class MLA(nn.Module):
         q = q.reshape(B, L, H, self.nope + self.rope_dim)
         q_nope, q_pe = q[..., :self.nope], q[..., self.nope:]
         latent = fused.rms_norm(kv[..., :kvr], self.kv_a_layernorm)
+        if isinstance(cache, RowCaches) and len(cache) > 1:  # ragged decode: head matrices once for all rows
+            o_lat = each_row(cache, self._latent_rows, self._per_head(q_nope, self._wuk_t), q_pe, latent, kv[..., kvr:])
+            o = self._per_head(o_lat, self._wuv)
+        else:
+            o = each_row(cache, self._attend_at, q_nope, q_pe, latent, kv[..., kvr:])
+        return self.o_proj(o.reshape(B, L, H * self.v_dim))
+
+    def _attend_at(self, q_nope, q_pe, latent, k_pe, cache):
+        """RoPE at the cache's position, the latent cache update and attention for rows of one
+        sequence position -> (b, L, H, v)."""
+        L = q_nope.shape[1]
         offset = cache.offset if cache is not None else 0
         q_pe = self.rope(q_pe.transpose(0, 2, 1, 3), offset)                      # (B, H, L, rope)
-        k_pe = self.rope(kv[..., kvr:][:, None], offset)                          # (B, 1, L, rope)
+        k_pe = self.rope(k_pe[:, None], offset)                                   # (B, 1, L, rope)
         if cache is not None:
             entries = mx.concatenate([latent[:, None], k_pe], axis=-1)
             keys = cache.update_and_fetch(entries)                                # (B, 1, T, kvr + rope)
         if cache is None or (offset == 0 and L >= EXPANDED_MIN_TOKENS):
-            o = self._expanded(q_nope, q_pe, latent, k_pe)
-        else:
-            o = self.absorbed(q_nope, q_pe, keys)
-        return self.o_proj(o.reshape(B, L, H * self.v_dim))
+            return self._expanded(q_nope, q_pe, latent, k_pe)
+        return self.absorbed(q_nope, q_pe, keys)
+
+    def _latent_rows(self, q_lat, q_pe, latent, k_pe, cache):
+        """One sequence's rows of a ragged decode batch, q already through W_UK: (b, L, H, kvr)."""
+        offset = cache.offset
+        q_pe = self.rope(q_pe.transpose(0, 2, 1, 3), offset)
+        keys = cache.update_and_fetch(mx.concatenate([latent[:, None], self.rope(k_pe[:, None], offset)], axis=-1))
+        q = mx.concatenate([q_lat.transpose(0, 2, 1, 3), q_pe], axis=-1)
+        o_lat = _ext.fused_attention(q, keys, keys[..., :self.kv_lora_rank], scale=self.scale, causal=True)
+        return o_lat.transpose(0, 2, 1, 3)
 
     def _expanded(self, q_nope, q_pe, latent, k_pe):
         """Per-head keys and values from this call's own tokens: (B, L, H, v)."""

@@ -9,7 +9,7 @@ from .. import _ext, fused
 from ..nn import FP8Linear, fuse_gate_up, use_huge_pages
 from ..rotary import RoPE
 from .base import ModelArgs, run_layers
-from .cache import KVCache
+from .cache import KVCache, each_row
 
 
 class Attention(nn.Module):
@@ -36,6 +36,7 @@ class Attention(nn.Module):
             del self.q_proj, self.k_proj, self.v_proj
 
     def __call__(self, x: mx.array, cache: KVCache | None = None) -> mx.array:
+        """cache: a KVCache (all rows at one position) or RowCaches (one per row, continuous batching)."""
         B, L, _ = x.shape
         H, Hkv, D = self.n_heads, self.n_kv_heads, self.head_dim
         if "qkv_proj" in self:  # slices of one row per token: views at decode
@@ -43,9 +44,14 @@ class Attention(nn.Module):
             q, k, v = qkv[..., :H * D], qkv[..., H * D:(H + Hkv) * D], qkv[..., (H + Hkv) * D:]
         else:
             q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
-        q = q.reshape(B, L, H, D)
-        k = k.reshape(B, L, Hkv, D)
-        v = v.reshape(B, L, Hkv, D).transpose(0, 2, 1, 3)
+        o = each_row(cache, self._attend_at, q.reshape(B, L, H, D), k.reshape(B, L, Hkv, D), v.reshape(B, L, Hkv, D))
+        return self.o_proj(o)
+
+    def _attend_at(self, q, k, v, cache):
+        """RoPE at the cache's position, the cache update and attention for (b, L, heads, D) rows of one
+        sequence position -> (b, L, H * D)."""
+        b, L = q.shape[:2]
+        v = v.transpose(0, 2, 1, 3)
         offset = cache.offset if cache is not None else 0
         if self.sliding_window and offset + L > self.sliding_window:
             raise ValueError(f"attention: sequence of {offset + L} tokens exceeds the sliding window "
@@ -55,8 +61,7 @@ class Attention(nn.Module):
         k = self.rope(k, offset).transpose(0, 2, 1, 3)
         if cache is not None:
             k, v = cache.update_and_fetch(k, v)
-        o = self.attend(q, k, v)
-        return self.o_proj(o.transpose(0, 2, 1, 3).reshape(B, L, -1))
+        return self.attend(q, k, v).transpose(0, 2, 1, 3).reshape(b, L, -1)
 
     def attend(self, q, k, v):
         # a method so benchmarks can swap in MLX's sdpa for their plain-MLX anchor
