@@ -206,13 +206,14 @@ def fake_rank1(conn, reply):
     return t
 
 
-RESULT_OK = [np.array([1], np.int32), np.zeros(0, np.float32), np.zeros((0, 0), np.float32)]
+RESULT_OK = [np.array([1], np.int32), np.zeros(0, np.float32), np.zeros((0, 0), np.int32), np.zeros((0, 0), np.float32),
+             np.zeros((0, 0), np.float32)]
 
 
 @pytest.mark.parametrize("reply, match", [
     (lambda f: (MsgType.RESULT, f.step + 1, RESULT_OK), r"expected RESULT for step 0, got RESULT \(seq \d+, step 1\)"),
     (lambda f: (MsgType.FORWARD, f.step, RESULT_OK), r"expected RESULT for step 0, got FORWARD"),
-    (lambda f: (MsgType.RESULT, f.step, RESULT_OK[:2]), r"expected RESULT with 3 tensors"),
+    (lambda f: (MsgType.RESULT, f.step, RESULT_OK[:4]), r"expected RESULT with 5 tensors"),
     (lambda f: (MsgType.RESULT, f.step, [np.array([1, 2], np.int32)] + RESULT_OK[1:]), r"RESULT tokens"),
 ])
 def test_rank0_rejects_replies_for_the_wrong_step_or_shape(linked, reply, match):

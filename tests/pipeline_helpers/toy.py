@@ -5,6 +5,8 @@ fed out of order changes the tokens."""
 
 import mlx.core as mx
 
+from mlx_tandem.models.cache import RowCaches
+
 CONFIG = dict(vocab=97, hidden=32, layers=6, seed=7)
 
 
@@ -46,6 +48,8 @@ class ToyModel:
             if inputs.ndim != 3 or inputs.shape[-1] != self.hidden:
                 raise ValueError(f"toy: stage takes (B, L, {self.hidden}), got {inputs.shape}")
             h = inputs.astype(self.dtype)
+        if cache and isinstance(cache[0], RowCaches):  # a ragged batch: each row with its own caches
+            return mx.concatenate([self(inputs[i:i + 1], [c[i] for c in cache]) for i in range(len(cache[0]))])
         cache = cache or [ToyCache(self.hidden) for _ in self.weights]
         for w, c in zip(self.weights, cache):
             L = h.shape[1]

@@ -12,6 +12,14 @@ from ..sampling import sample_graph, to_sampled
 from .scheduler import Job, Sequence
 
 
+def forward_rows(model, inputs: mx.array, caches: list[list]) -> mx.array:
+    """model(inputs) for a batch whose row i is its own sequence with caches[i] (one cache per layer, at
+    its own position): one forward through RowCaches (B = 1 runs on its caches directly)."""
+    if len(caches) == 1:
+        return model(inputs, cache=caches[0])
+    return model(inputs, cache=[RowCaches(c[i] for c in caches) for i in range(len(caches[0]))])
+
+
 class LocalBackend:
     """Each sequence has its own caches; a decode job runs its rows as one forward through RowCaches.
     A job's graph is evaluated asynchronously at issue, so the scheduler's Python work overlaps it."""
@@ -28,18 +36,17 @@ class LocalBackend:
     def release(self, seq: Sequence) -> None:
         seq.state = None
 
-    def forward(self, job: Job) -> mx.array:
-        """The model on the job's tokens; last-position logits (B, V)."""
-        layers = len(job.rows[0].state)
-        if len(job.rows) == 1:
-            cache = job.rows[0].state
-        else:
-            cache = [RowCaches(s.state[i] for s in job.rows) for i in range(layers)]
+    def run(self, job: Job) -> mx.array:
+        """The model on the job's tokens: its whole output (B, L, ...) (a pipeline's first stage sends it on)."""
         for s, off in zip(job.rows, job.offsets):
             if s.state[0].offset != off:
                 raise RuntimeError(f"batch: sequence {s.id} is at position {s.state[0].offset}, the job "
                                    f"expects {off}")
-        return self.model(mx.array(job.tokens), cache=cache)[:, -1, :]
+        return forward_rows(self.model, mx.array(job.tokens), [s.state for s in job.rows])
+
+    def forward(self, job: Job) -> mx.array:
+        """The model on the job's tokens; last-position logits (B, V)."""
+        return self.run(job)[:, -1, :]
 
     def issue(self, job: Job) -> None:
         logits = self.forward(job)

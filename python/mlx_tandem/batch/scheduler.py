@@ -137,8 +137,8 @@ class Scheduler:
             job = self._next_job()
             if job is None:
                 break
-            for s in job.rows:
-                s.busy = True
+            for s in job.rows:  # a prompt chunk that samples nothing lets the next chunk follow it at once
+                s.busy = job.sample
             self.backend.issue(job)
             self.inflight.append(job)
         if not self.inflight:
@@ -149,7 +149,8 @@ class Scheduler:
         self.inflight.popleft()
         events = []
         for i, s in enumerate(job.rows):
-            s.busy = False
+            if job.sample:  # only sampling jobs mark their rows busy (see issue above)
+                s.busy = False
             if s.done:  # cancelled while its job was in flight
                 continue
             if out is None:

@@ -2,7 +2,9 @@
 
 The stage object follows the model interface: `stage(hidden (B, L, H), cache=...)` returns logits
 (B, L, V) and `stage.make_cache()` returns the KV caches of its layers (objects with `.offset`).
-Requests are served strictly in arrival order; each FORWARD gets exactly one RESULT with its step id.
+Requests are served strictly in arrival order; each FORWARD gets exactly one RESULT with its step id,
+a RELEASE none. A FORWARD's rows are separate sequences (one slot each, each at its own position):
+B > 1 runs as one forward over RowCaches, so every weight is read once for all rows.
 """
 
 from __future__ import annotations
@@ -10,8 +12,10 @@ from __future__ import annotations
 import mlx.core as mx
 import numpy as np
 
+from ..batch.local import forward_rows
+from ..sampling import sample_graph, to_sampled
 from .errors import PipelineError, ProtocolError
-from .messages import MAX_SLOTS, Forward, Result, Want
+from .messages import Forward, Release, Result, Want
 from .tensors import to_mx
 from .transport import Connection, log
 from .wire import MsgType, text_tensor
@@ -22,40 +26,51 @@ def _cache_offset(cache) -> int:
 
 
 class StageServer:
-    """Serves one connection. Caches are kept per slot; offset 0 starts a new sequence in that slot."""
+    """Serves one connection. Caches and sampled tokens are kept per slot; a row at offset 0 starts a
+    new sequence in its slot, RELEASE drops slots."""
 
-    def __init__(self, model, conn: Connection):
+    def __init__(self, model, conn: Connection | None):
         self.model = model
         self.conn = conn
         self.caches: dict[int, list] = {}
+        self.generated: dict[int, list[int]] = {}  # per slot, for the presence/frequency penalties
         self.served = 0
 
     def handle(self, req: Forward, step: int) -> Result:
-        if req.offset == 0:
-            self.caches[req.slot] = self.model.make_cache()
-        cache = self.caches.get(req.slot)
-        if cache is None or _cache_offset(cache) != req.offset:
-            have = "no sequence" if cache is None else f"a sequence at position {_cache_offset(cache)}"
-            raise ProtocolError(f"pipeline: step {step} continues slot {req.slot} at position {req.offset}, "
-                                f"but this stage holds {have} there")
-        out = self.model(to_mx(req.hidden), cache=cache)
-        B = req.hidden.shape[0]
-        empty = np.zeros((0,), np.float32)
+        for slot, off in zip(req.slots, req.offsets):
+            if off == 0:
+                self.caches[slot] = self.model.make_cache()
+                self.generated[slot] = []
+            cache = self.caches.get(slot)
+            if cache is None or _cache_offset(cache) != off:
+                have = "no sequence" if cache is None else f"a sequence at position {_cache_offset(cache)}"
+                raise ProtocolError(f"pipeline: step {step} continues slot {slot} at position {off}, "
+                                    f"but this stage holds {have} there")
+        caches = [self.caches[s] for s in req.slots]
+        out = forward_rows(self.model, to_mx(req.hidden), caches)
         if req.want == Want.NONE:
-            mx.eval([c.state for c in cache])
-            return Result(np.zeros((0,), np.int32), empty, np.zeros((0, 0), np.float32))
-        from ..generate import sample  # the one sampler of the project, shared with single-process runs
-
+            mx.eval([c.state for cache in caches for c in cache])
+            return Result.empty()
         logits = out[:, -1, :].astype(mx.float32)
-        tokens = sample(logits, req.temperature, req.top_p, req.top_k, key=mx.random.key(req.seed))
-        parts = [tokens]
-        if req.want >= Want.LOGPROBS:
-            lp = logits - mx.logsumexp(logits, axis=-1, keepdims=True)
-            parts.append(mx.take_along_axis(lp, tokens[:, None], axis=-1)[:, 0])
-        mx.eval(parts)
-        return Result(np.array(tokens, dtype=np.int32),
-                      np.array(parts[1]) if len(parts) > 1 else empty,
+        penalized = any(p.penalized for p in req.params)
+        counts = [np.array(self.generated[s], np.int32) for s in req.slots] if penalized else None
+        parts = sample_graph(logits, req.params, req.key_seeds, counts)
+        mx.eval(parts, logits)
+        got = to_sampled(parts)
+        for s, tok in zip(req.slots, got.tokens.tolist()):
+            self.generated[s].append(tok)
+        if req.want < Want.LOGPROBS:
+            return Result(got.tokens, np.zeros((0,), np.float32), np.zeros((0, 0), np.int32),
+                          np.zeros((0, 0), np.float32), np.zeros((0, 0), np.float32))
+        return Result(got.tokens, got.logprobs, got.top_ids, got.top_logprobs,
                       np.array(logits) if req.want == Want.LOGITS else np.zeros((0, 0), np.float32))
+
+    def release(self, req: Release, step: int) -> None:
+        empty = [s for s in req.slots if s not in self.caches]
+        if empty:  # rank 0 only releases slots it sent a FORWARD for: the two ranks disagree
+            raise ProtocolError(f"pipeline: step {step} releases slot {empty[0]}, which holds no sequence")
+        for s in req.slots:
+            del self.caches[s], self.generated[s]
 
     def serve(self) -> None:
         """Until SHUTDOWN (returns) or a fault (raises a PipelineError after telling the peer)."""
@@ -64,10 +79,10 @@ class StageServer:
             if frame.msg_type == MsgType.SHUTDOWN:
                 return
             try:
-                req = Forward.parse(frame)
-                if req.slot not in self.caches and len(self.caches) >= MAX_SLOTS:
-                    raise ProtocolError(f"pipeline: more than {MAX_SLOTS} sequences in flight")
-                result = self.handle(req, frame.step)
+                if frame.msg_type == MsgType.RELEASE:
+                    self.release(Release.parse(frame), frame.step)
+                    continue
+                result = self.handle(Forward.parse(frame), frame.step)
             except Exception as e:  # bad request or a bug: tell rank 0 (never leave it waiting), drop the link
                 log(f"stage: failing step {frame.step}: {type(e).__name__}: {e}")
                 try:

@@ -39,7 +39,7 @@ import numpy as np
 from .errors import FrameTooLarge, ProtocolError, SequenceError
 
 MAGIC = b"TNDM"
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2  # 2: FORWARD carries a batch of rows, each its own sequence; RELEASE
 HEADER = struct.Struct("<4sBBHHHQQQII")
 HEADER_SIZE = HEADER.size  # 44
 DESC_HEAD = struct.Struct("<BBH")
@@ -64,6 +64,7 @@ class MsgType(enum.IntEnum):
     RESULT = 7  # rank 1 -> rank 0: sampled token ids (and logprobs / logits when asked)
     SHUTDOWN = 8  # orderly end of the session
     ERROR = 9  # the sender failed; payload is a utf-8 message
+    RELEASE = 10  # rank 0 -> rank 1: drop these slots' caches now (no reply)
 
 
 # dtype codes on the wire; explicit little-endian numpy dtypes so the format is host-independent
@@ -76,6 +77,7 @@ DTYPES: dict[int, np.dtype] = {
     6: np.dtype("<f2"),
     7: np.dtype(ml_dtypes.bfloat16),
     8: np.dtype("<f4"),
+    9: np.dtype("<f8"),  # sampling parameters, so rank 1 samples with exactly rank 0's values
 }
 _CODES = {dt: code for code, dt in DTYPES.items()}
 
