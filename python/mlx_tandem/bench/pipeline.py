@@ -1,6 +1,7 @@
 """`tandem bench pipeline`: one process against two ranks on loopback (one core each).
 
-Rows: single process (all layers, one core), two ranks with 1/2/4 sequences in flight, and the
+Rows: single process (all layers, one core), two ranks with 1/2/4 concurrent sequences (the scheduler splits
+them into two micro-batches, one per rank, each decoding its rows in one forward), and the
 linear-scaling ideal (2 x single process: two cores); the link's own cost (a token-sized FORWARD/RESULT
 round trip to a rank that does no compute) as microseconds and % of a token; bytes per token on the wire;
 prefill time of a long prompt in chunks with and without overlap, and as one piece.
@@ -25,7 +26,7 @@ import numpy as np
 def add_arguments(parser):
     parser.add_argument("--model", default="demo", help="'demo', 'random1b' (a ~1B random FP8 Llama) or a checkpoint dir")
     parser.add_argument("--tokens", type=int, default=24, help="decode tokens per sequence")
-    parser.add_argument("--in-flight", default="1,2,4", help="sequences in flight to measure")
+    parser.add_argument("--in-flight", default="1,2,4", help="concurrent sequences to measure")
     parser.add_argument("--prompt-len", type=int, default=512, help="prompt length of the prefill rows")
     parser.add_argument("--chunk", type=int, default=64, help="prefill chunk (tokens per frame)")
     parser.add_argument("--repeats", type=int, default=3)
@@ -169,13 +170,29 @@ def worker_echo(a):
 
     creds = auth.Credentials(os.environ["TANDEM_SECRET"].encode(), "bench echo")
     conn = auth.dial("127.0.0.1", a.port, creds, deadline=600, timeout=600)
-    empty = np.zeros((0,), np.float32)
     while (frame := conn.recv()).msg_type == MsgType.FORWARD:
         req = Forward.parse(frame)
-        conn.send(MsgType.RESULT, frame.step, Result(np.zeros(req.hidden.shape[0], np.int32), empty,
-                                                     np.zeros((0, 0), np.float32)).tensors())
+        conn.send(MsgType.RESULT, frame.step, _token_result(req.hidden.shape[0]).tensors())
     conn.close()
     return {}
+
+
+def _token_result(batch):
+    from ..pipeline.messages import Result
+
+    r = Result.empty()
+    return Result(np.zeros(batch, np.int32), r.logprobs, r.top_ids, r.top_logprobs, r.logits)
+
+
+def _token_forward(hidden, offset):
+    """A one-token, one-row decode FORWARD (greedy) with a (1, 1, hidden) bf16 activation."""
+    import ml_dtypes
+
+    from ..pipeline.messages import Forward, Want
+    from ..sampling import SamplingParams
+
+    h = np.zeros((1, 1, hidden), ml_dtypes.bfloat16)
+    return Forward(Want.TOKENS, h, [0], [offset], [SamplingParams()], [0])
 
 
 def _accept(a, description):
@@ -222,19 +239,15 @@ def worker_rank0(a, split):
 
 
 def worker_echo0(a):
-    from ..pipeline.messages import Forward, Want
     from ..pipeline.wire import MsgType
 
     L, _, _, path = model_info(a.model)
     hidden = RANDOM_1B["hidden_size"] if path is None else json.load(open(os.path.join(path, "config.json")))["hidden_size"]
     listener, conn = _accept(a, "bench echo")
-    import ml_dtypes
-
-    h = np.zeros((1, 1, hidden), ml_dtypes.bfloat16)
     rtts = []
     for step in range(400):
         t0 = time.perf_counter()
-        conn.send(MsgType.FORWARD, step, Forward(0, step, Want.TOKENS, h).tensors())
+        conn.send(MsgType.FORWARD, step, _token_forward(hidden, step).tensors())
         conn.recv()
         rtts.append(time.perf_counter() - t0)
     conn.send(MsgType.SHUTDOWN, 0)
@@ -246,16 +259,12 @@ def worker_echo0(a):
 
 def decode_frame_bytes(spec):
     """Exact sizes of one decode step's frames: FORWARD with a (1, 1, H) bf16 activation, RESULT with one id."""
-    import ml_dtypes
-
-    from ..pipeline.messages import Forward, Result, Want
     from ..pipeline.wire import MsgType, encode_frame
 
     _, _, _, path = model_info(spec)
     hidden = RANDOM_1B["hidden_size"] if path is None else json.load(open(os.path.join(path, "config.json")))["hidden_size"]
-    fwd = encode_frame(MsgType.FORWARD, 0, 0, Forward(0, 1, Want.TOKENS, np.zeros((1, 1, hidden), ml_dtypes.bfloat16)).tensors())
-    res = encode_frame(MsgType.RESULT, 0, 0, Result(np.zeros(1, np.int32), np.zeros(0, np.float32),
-                                                     np.zeros((0, 0), np.float32)).tensors())
+    fwd = encode_frame(MsgType.FORWARD, 0, 0, _token_forward(hidden, 1).tensors())
+    res = encode_frame(MsgType.RESULT, 0, 0, _token_result(1).tensors())
     return len(fwd), len(res)
 
 
@@ -351,7 +360,7 @@ def main(a) -> int:
           f"{s_rate / base2:13.2f} | {'-':>11} |")
     for n, rates in two["decode"].items():
         r = med(rates)
-        print(f"| {f'two ranks, {n} in flight':34} | {r:9.2f} | {spread(rates):>13} | {1e3 / r:9.1f} | "
+        print(f"| {f'two ranks, {n} sequences':34} | {r:9.2f} | {spread(rates):>13} | {1e3 / r:9.1f} | "
               f"{r / base2:13.2f} | {two['bytes_per_token'][n]:11.0f} |")
     print(f"| {'linear-scaling ideal (2 x single)':34} | {2 * s_rate:9.2f} | {'':>13} | {500 / s_rate:9.1f} | "
           f"{2 * s_rate / base2:13.2f} | {'':>11} |")
