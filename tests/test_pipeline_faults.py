@@ -236,3 +236,39 @@ def test_remote_error_reaches_rank0_with_its_message(linked):
     fake_rank1(client, lambda f: (MsgType.ERROR, f.step, [wire.text_tensor("out of memory on rank 1")]))
     with pytest.raises(RemoteError, match="step 0: out of memory on rank 1"):
         Pipeline(ToyModel(CONFIG, (0, 3)), server).generate_batch([PROMPT], 2)
+
+
+def test_long_lived_scheduler_resumes_clean_after_rank1_restarts():
+    """The server's pattern: one Scheduler over pipe.backend; rank 1 dies mid-batch -> PipelineError from
+    step(); reconnect() + fail_all() leave no stale slot or job, and new sequences get the right tokens."""
+    from mlx_tandem.batch import Scheduler, Sequence
+    from mlx_tandem.pipeline.messages import MAX_SLOTS
+
+    listener = make_listener()
+    proc = spawn_rank1(listener.address[1])
+    try:
+        pipe = rank0(listener, prefill_chunk=2)
+        sched = Scheduler(pipe.backend, prefill_chunk=2)
+        old = [Sequence(PROMPT), Sequence(PROMPT[:3]), Sequence(PROMPT[2:])]
+        for s in old:
+            sched.add(s)
+        while not all(s.history for s in old):
+            sched.step()
+        proc.kill()
+        err, took = timed(lambda: [sched.step() for _ in range(1000)])
+        assert isinstance(err, (PeerDisconnected, PeerTimeout)) and took < TIMEOUT + SLACK
+        stop(proc)
+        proc = spawn_rank1(listener.address[1])
+        pipe.reconnect(listener, deadline=20)
+        assert {e.seq for e in sched.fail_all(str(err))} == set(old)
+        assert not pipe.backend.slots and not pipe.backend.pending and len(pipe.backend.free) == MAX_SLOTS
+        new = [Sequence(PROMPT[1:], max_tokens=5), Sequence(PROMPT[:2], max_tokens=4)]
+        got = {s: [] for s in new}
+        for ev in sched.run(new):
+            got[ev.seq].append(ev.token)
+        assert [got[s] for s in new] == [greedy_reference(PROMPT[1:], 5, chunk=2), greedy_reference(PROMPT[:2], 4, chunk=2)]
+        pipe.close()
+        assert proc.wait(10) == 0
+    finally:
+        stop(proc)
+        listener.close()
