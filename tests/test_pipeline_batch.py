@@ -60,10 +60,14 @@ def two_ranks(path, split, **kwargs):
 
 
 @pytest.fixture(scope="module")
-def llama(tmp_path_factory):
-    path = tiny_llama(tmp_path_factory.mktemp("batch") / "llama")
-    with two_ranks(path, 3, prefill_chunk=CHUNK) as pipe:
-        yield load_model(path)[0], pipe
+def llama_path(tmp_path_factory):
+    return tiny_llama(tmp_path_factory.mktemp("batch") / "llama")
+
+
+@pytest.fixture(scope="module")
+def llama(llama_path):
+    with two_ranks(llama_path, 3, prefill_chunk=CHUNK) as pipe:
+        yield load_model(llama_path)[0], pipe
 
 
 @pytest.fixture(scope="module")
@@ -164,6 +168,24 @@ def test_sequences_join_and_leave_a_running_batch(llama):
     assert not pipe.backend.slots and not pipe.backend.sent and len(pipe.backend.free) == MAX_SLOTS
 
 
+@pytest.mark.parametrize("i", [0, 3])
+def test_stream_generate_on_a_pipeline_equals_one_process(llama, llama_path, i):
+    """stream_generate drives Pipeline.token_steps: the same tokens, log-probabilities and alternatives."""
+    from mlx_tandem.generate import stream_generate
+    from mlx_tandem.tokenizer import TokenizerWrapper
+
+    full, pipe = llama
+    tok = TokenizerWrapper.from_dir(llama_path)
+    params = SamplingParams(**{**SAMPLED[i].__dict__, "logprobs": True, "top_logprobs": 4})
+    out = [[(r.token, r.logprob, r.top_logprobs, r.text) for r in stream_generate(m, tok, PROMPTS[i], 9, params=params,
+                                                                                  prefill_step=CHUNK)]
+           for m in (pipe, full)]
+    assert [r[0] for r in out[0]] == [r[0] for r in out[1]] and len(out[0]) == 9
+    for (_, lp, top, text), (_, lp1, top1, text1) in zip(*out):
+        assert lp == pytest.approx(lp1, abs=1e-5) and [t for t, _ in top] == [t for t, _ in top1] and text == text1
+        assert [v for _, v in top] == pytest.approx([v for _, v in top1], abs=1e-5)
+
+
 def _send_raw(pipe, msg_type, tensors):
     pipe.conn.send(msg_type, pipe.backend.step, tensors)
     return pipe.conn.recv(deadline=10)
@@ -175,12 +197,11 @@ def _continue_slot(pipe, slot, offset):
 
 
 @pytest.mark.parametrize("case", ["held", "released", "bad-forward", "bad-release"])
-def test_rank1_serves_only_held_slots_and_wellformed_frames(tmp_path, case):
+def test_rank1_serves_only_held_slots_and_wellformed_frames(llama_path, case):
     """Continuing a slot at its position: served while the sequence is open, refused by rank 1 once its
     RELEASE went out (rank 1 dropped it); a malformed FORWARD or RELEASE comes back as rank 1's error
     naming the field."""
-    path = tiny_llama(tmp_path / "llama")
-    with two_ranks(path, 3, prefill_chunk=CHUNK) as pipe:
+    with two_ranks(llama_path, 3, prefill_chunk=CHUNK) as pipe:
         sched = Scheduler(pipe.backend, prefill_chunk=CHUNK)
         seq = Sequence(PROMPTS[2], max_tokens=50)
         sched.add(seq)
