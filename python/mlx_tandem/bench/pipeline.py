@@ -165,7 +165,7 @@ def worker_rank1(a, split):
 def worker_echo(a):
     """A rank that answers every FORWARD at once: the link and framing cost without compute."""
     from ..pipeline import auth
-    from ..pipeline.messages import Forward, Result
+    from ..pipeline.messages import Forward
     from ..pipeline.wire import MsgType
 
     creds = auth.Credentials(os.environ["TANDEM_SECRET"].encode(), "bench echo")
