@@ -148,7 +148,8 @@ def test_sequences_join_and_leave_a_running_batch(llama):
         sched.add(s)
     while len(got[seqs[0]]) < 2:
         step()
-    sched.cancel(seqs[1])  # decoding (or with a job in flight)
+    assert seqs[1].history and not seqs[1].done
+    sched.cancel(seqs[1])  # mid-decode (possibly with its job in flight)
     released = pipe.backend.free[0]
     for s in seqs[3:]:
         sched.add(s)
