@@ -153,6 +153,9 @@ def load_model(path: str, layer_range: tuple[int, int] | None = None, dtype=None
     model.update(tree_unflatten(loaded))
     del loaded  # the model holds them now; fusing at finish_loading frees the unfused parts layer by layer
     model.finish_loading()
+    # everything materialized now: MLX's streams are per thread, and a lazy weight built here could not
+    # be evaluated on another thread (the server's engine thread) later
+    mx.eval(model.parameters())
     return model, config
 
 
