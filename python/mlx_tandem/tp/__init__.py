@@ -3,9 +3,9 @@ holds 1/world of each layer and runs the whole graph; see plan.py for what is sp
 
 from .collective import Collectives, Watchdog
 from .errors import (EXIT_COLLECTIVE_FAILED, EXIT_COLLECTIVE_TIMEOUT, CollectiveFailed, CollectiveTimeout,
-                     ShardError, TPError)
+                     ShardError, TPError, exit_code)
 from .load import load_sharded
 from .plan import ShardPlan
 
 __all__ = ["Collectives", "Watchdog", "ShardPlan", "load_sharded", "ShardError", "TPError", "CollectiveFailed",
-           "CollectiveTimeout", "EXIT_COLLECTIVE_FAILED", "EXIT_COLLECTIVE_TIMEOUT"]
+           "CollectiveTimeout", "exit_code", "EXIT_COLLECTIVE_FAILED", "EXIT_COLLECTIVE_TIMEOUT"]

@@ -20,3 +20,11 @@ class CollectiveFailed(TPError):
 
 class CollectiveTimeout(TPError):
     """A collective did not finish within the deadline (a peer stopped, or the link went silent)."""
+
+
+def exit_code(e: TPError) -> int:
+    """Print a failed collective's message and return the rank's exit code."""
+    import sys
+
+    print(f"tandem tp: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
+    return EXIT_COLLECTIVE_TIMEOUT if isinstance(e, CollectiveTimeout) else EXIT_COLLECTIVE_FAILED
