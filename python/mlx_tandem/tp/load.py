@@ -11,9 +11,11 @@ from .layers import wrap
 from .plan import ShardPlan
 
 
-def load_sharded(path: str, comm, dtype=None, head_bf16=None, memory_check=True, log=None):
+def load_sharded(path: str, comm, dtype=None, head_bf16=None, memory_check=True, log=None,
+                 tokenizer: bool = True):
     """(model, tokenizer, plan) of this rank (comm.rank of comm.size). The model runs the whole
-    graph on its shards; its logits are the full vocabulary on every rank."""
+    graph on its shards; its logits are the full vocabulary on every rank. tokenizer=False: None
+    in its place (benchmarks that feed token ids)."""
     log = log or (lambda m: print(m, file=sys.stderr, flush=True))
     plan = ShardPlan.build(read_config(path), comm.rank, comm.size)  # ShardError before any tensor is read
     for note in plan.notes:
@@ -25,7 +27,7 @@ def load_sharded(path: str, comm, dtype=None, head_bf16=None, memory_check=True,
         log(f"tensor parallel: rank {comm.rank} holds about {fmt_bytes(share)} of weights")
     model, _ = load_model(path, dtype=dtype, head_bf16=head_bf16, shard=plan)
     wrap(model, plan, comm)
-    return model, TokenizerWrapper.from_dir(path), plan
+    return model, TokenizerWrapper.from_dir(path) if tokenizer else None, plan
 
 
 def _share_bytes(path, world) -> int:
