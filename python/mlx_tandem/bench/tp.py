@@ -23,11 +23,14 @@ import numpy as np
 LLAMA_1B = dict(model_type="llama", hidden_size=2048, num_hidden_layers=16, intermediate_size=8192,
                 num_attention_heads=32, num_key_value_heads=8, head_dim=64, vocab_size=128256, rms_norm_eps=1e-5,
                 tie_word_embeddings=False, rope_theta=500000.0, max_position_embeddings=8192)
+# a model small enough for the test of this benchmark (dims split over 2 ranks in whole blocks)
+TINY = dict(LLAMA_1B, hidden_size=256, num_hidden_layers=2, intermediate_size=512, num_attention_heads=4,
+            num_key_value_heads=2, head_dim=128, vocab_size=512)
 FP8 = {"quant_method": "fp8", "fmt": "e4m3", "weight_block_size": [128, 128]}
 
 
 def add_arguments(parser):
-    parser.add_argument("--models", default="llama1b,deepseek", help="comma list: llama1b, deepseek")
+    parser.add_argument("--models", default="llama1b,deepseek", help="comma list: llama1b, deepseek (tiny: tests)")
     parser.add_argument("--ds-experts", type=int, default=64,
                         help="routed experts of the DeepSeek model (256 in V3; fewer fit two copies in 24 GB)")
     parser.add_argument("--context", type=int, default=64, help="prompt tokens before decode is timed")
@@ -218,7 +221,10 @@ def main(a) -> int:
     log = lambda *x: print(*x, file=sys.stderr, flush=True)
     rows = []
     for name in [m for m in a.models.split(",") if m]:
-        cfg = {"llama1b": LLAMA_1B, "deepseek": deepseek_config(a.ds_experts)}[name]
+        configs = {"llama1b": LLAMA_1B, "deepseek": deepseek_config(a.ds_experts), "tiny": TINY}
+        if name not in configs:
+            raise ValueError(f"bench tp: unknown model {name!r} (llama1b, deepseek, tiny)")
+        cfg = configs[name]
         path = write_checkpoint(os.path.join(a.cache_dir, f"{name}-{a.ds_experts}" if name == "deepseek" else name),
                                 cfg, log)
         log(f"{name}: single process (1 core)")
