@@ -35,10 +35,11 @@ class _Run:
         self.engine, self.req = engine, req
         self.loop = asyncio.get_running_loop()
         self.events: asyncio.Queue = asyncio.Queue()
-        self.text = TextStream(engine.tokenizer, req.max_tokens, req.stop)
+        self.text = TextStream(engine.tokenizer, req.max_tokens, req.stop, req.ignore_eos)
         self.created = int(time.time())
         self.seq = engine.submit(req.prompt, req.params, req.max_tokens,
-                                 lambda ev: self.loop.call_soon_threadsafe(self.events.put_nowait, ev))
+                                 lambda ev: self.loop.call_soon_threadsafe(self.events.put_nowait, ev),
+                                 req.ignore_eos)
         self.finish_reason: str | None = None
 
     async def next(self):

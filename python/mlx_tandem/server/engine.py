@@ -86,9 +86,9 @@ class Engine:
             self._thread.join(timeout=30)
 
     def submit(self, prompt: list[int], params: SamplingParams, max_tokens: int,
-               sink: Callable[[Event], None]) -> Sequence:
+               sink: Callable[[Event], None], ignore_eos: bool = False) -> Sequence:
         """Queue a sequence; `sink(event)` is called on the engine thread for each of its events."""
-        seq = Sequence(list(prompt), params, max_tokens, user=sink)
+        seq = Sequence(list(prompt), params, max_tokens, user=sink, ignore_eos=ignore_eos)
         with self._cv:
             if self._running + len(self._waiting) >= self.max_concurrency + self.max_queue:
                 self.counters.rejected += 1

@@ -28,7 +28,7 @@ def bad(param: str, message: str) -> APIError:
 
 
 COMMON = {"model", "max_tokens", "temperature", "top_p", "top_k", "min_p", "seed", "stop", "stream",
-          "stream_options", "n", "presence_penalty", "frequency_penalty", "user"}
+          "stream_options", "n", "presence_penalty", "frequency_penalty", "user", "ignore_eos"}
 CHAT = COMMON | {"messages", "max_completion_tokens", "logprobs", "top_logprobs"}
 COMPLETION = COMMON | {"prompt", "logprobs"}
 
@@ -42,6 +42,7 @@ class Request:
     stop: list[str]
     stream: bool
     include_usage: bool
+    ignore_eos: bool = False
 
 
 def _number(body, name, lo, hi, default, integer=False):
@@ -179,4 +180,4 @@ def parse(body, kind: str, tokenizer, context_length: int, model_id: str,
         frequency_penalty=float(_number(body, "frequency_penalty", -2, 2, 0.0)),
         logprobs=logprobs, top_logprobs=top, seed=seed)
     return Request(kind, prompt, params, max_tokens, _stop(body), stream,
-                   bool(opts and _bool(opts, "include_usage")))
+                   bool(opts and _bool(opts, "include_usage")), _bool(body, "ignore_eos"))
