@@ -103,6 +103,35 @@ class _Serving:
                 p.kill()
 
 
+_GENERATE = """
+import sys, time, mlx.core as mx
+from mlx_tandem.generate import load, token_steps
+from mlx_tandem.sampling import SamplingParams
+model, _ = load(sys.argv[1], memory_check=False)
+prompt, n = mx.array([int(t) for t in sys.argv[2].split(",")], mx.int32), int(sys.argv[3])
+rates = []
+for _ in range(3):
+    steps = token_steps(model, prompt, SamplingParams())
+    next(steps)
+    t0 = time.perf_counter()
+    for _ in range(n):
+        next(steps)
+    rates.append(n / (time.perf_counter() - t0))
+    steps.close()
+print(sorted(rates)[1])
+"""
+
+
+def _generate_rate(path: str, prompt_ids: list[int], tokens: int) -> float:
+    """Decode tokens/s of generate's own single-sequence loop in a process like the server's (one
+    pinned core): what one request through the server should keep."""
+    env = {**os.environ, "TANDEM_NUM_THREADS": "1"}
+    out = subprocess.run(["taskset", "-c", "0", sys.executable, "-c", _GENERATE, path,
+                          ",".join(map(str, prompt_ids)), str(tokens)], env=env, capture_output=True, text=True,
+                         check=True)
+    return float(out.stdout.strip().splitlines()[-1])
+
+
 def _free_port() -> int:
     import socket
 
@@ -179,6 +208,10 @@ def main(a) -> int:
         with open(os.path.join(path, "config.json")) as f:
             vocab = json.load(f)["vocab_size"]
         prompts = _prompts(name, max(levels) * a.rounds + a.anchor_requests, a.prompt_tokens, vocab, 0)
+        ids = prompts[0] if name != "demo" else list(range(100, 100 + a.prompt_tokens))
+        gen = _generate_rate(path, ids, a.tokens)
+        rows.append((name, "generate_step (no server)", "1", gen, float("nan"), [], []))
+        _log(f"{name}: generate's own loop {gen:.1f} tok/s")
         for mode in [m for m in a.modes.split(",") if m]:
             _log(f"{name}, {mode}: starting the server")
             srv = _Serving(path, mode, max(levels))
