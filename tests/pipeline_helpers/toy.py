@@ -37,7 +37,7 @@ class ToyModel:
     def make_cache(self):
         return [ToyCache(self.hidden) for _ in self.weights]
 
-    def __call__(self, inputs, cache=None):
+    def __call__(self, inputs, cache=None, last_only=False):
         if self.is_first:
             if inputs.ndim != 2:
                 raise ValueError(f"toy: first stage takes token ids (B, L), got {inputs.shape}")
@@ -54,7 +54,9 @@ class ToyModel:
             h = h + mx.tanh((h + ctx.astype(self.dtype)) @ w)
             c.total = c.total + h.astype(mx.float32).sum(axis=1, keepdims=True)
             c.offset += L
-        return h @ self.head if self.is_last else h
+        if not self.is_last:
+            return h
+        return (h[:, -1:] if last_only else h) @ self.head
 
 
 def greedy_reference(prompt, n_tokens, config=CONFIG, dtype=mx.float32, chunk=512):

@@ -39,7 +39,7 @@ class LocalBackend:
             if s.state[0].offset != off:
                 raise RuntimeError(f"batch: sequence {s.id} is at position {s.state[0].offset}, the job "
                                    f"expects {off}")
-        return self.model(mx.array(job.tokens), cache=cache)[:, -1, :]
+        return self.model(mx.array(job.tokens), cache=cache, last_only=True)[:, -1, :]
 
     def issue(self, job: Job) -> None:
         logits = self.forward(job)

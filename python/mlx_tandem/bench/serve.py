@@ -2,10 +2,11 @@
 and two pipeline ranks (one pinned core each), on the packaged demo model and the ~1B random Llama.
 
 For each concurrency c, c client threads each send --rounds streaming /v1/completions requests of
---tokens tokens (ignore_eos, so every request has the same length) at the same time. Reported: aggregate
-tokens/s (all completion tokens / wall time), time to first token and inter-token latency (p50 / p99 over
-all requests), and the ratio to the anchor measured in the same run: the same requests sent one after
-another (no batching). Clients run in this process on the other core (one process mode) or share the
+--tokens tokens (ignore_eos, so every request has the same length) at the same time. Reported: decode
+tokens/s = c / median inter-token latency (every decode step gives each running sequence one token),
+end-to-end tokens/s (all completion tokens / wall time, prefill included), time to first token and
+inter-token latency (p50 / p99 over all requests), and the decode ratio to the anchor measured in the
+same run: the same requests sent one after another (no batching). Clients run in this process on the other core (one process mode) or share the
 cores with the ranks (two ranks): their cost is part of what is measured.
 """
 
@@ -210,7 +211,7 @@ def main(a) -> int:
         prompts = _prompts(name, max(levels) * a.rounds + a.anchor_requests, a.prompt_tokens, vocab, 0)
         ids = prompts[0] if name != "demo" else list(range(100, 100 + a.prompt_tokens))
         gen = _generate_rate(path, ids, a.tokens)
-        rows.append((name, "generate_step (no server)", "1", gen, float("nan"), [], []))
+        rows.append((name, "generate_step (no server)", "1", gen, float("nan"), float("nan"), [], []))
         _log(f"{name}: generate's own loop {gen:.1f} tok/s")
         for mode in [m for m in a.modes.split(",") if m]:
             _log(f"{name}, {mode}: starting the server")
@@ -219,23 +220,26 @@ def main(a) -> int:
                 with httpx.Client(base_url=srv.url, timeout=600) as c:
                     _request(c, prompts[0], 4)  # warm-up
                     seq = [_request(c, p, a.tokens) for p in prompts[-a.anchor_requests:]]
-                anchor = sum(r["tokens"] for r in seq) / sum(r["end"] - r["start"] for r in seq)
-                rows.append((name, mode, "sequential (anchor)", anchor, 1.0, [r["ttft"] for r in seq],
-                             [x for r in seq for x in r["itl"]]))
+                itl = [x for r in seq for x in r["itl"]]
+                anchor = 1 / statistics.median(itl)
+                e2e = sum(r["tokens"] for r in seq) / sum(r["end"] - r["start"] for r in seq)
+                rows.append((name, mode, "sequential (anchor)", anchor, 1.0, e2e, [r["ttft"] for r in seq], itl))
                 _log(f"  anchor {anchor:.1f} tok/s")
                 for c in levels:
                     r = _level(srv.url, prompts, c, a.rounds, a.tokens)
-                    rows.append((name, mode, str(c), r["tps"], r["tps"] / anchor, r["ttft"], r["itl"]))
-                    _log(f"  {c} clients: {r['tps']:.1f} tok/s ({r['tps'] / anchor:.2f}x)")
+                    dec = c / statistics.median(r["itl"])
+                    rows.append((name, mode, str(c), dec, dec / anchor, r["tps"], r["ttft"], r["itl"]))
+                    _log(f"  {c} clients: decode {dec:.1f} tok/s ({dec / anchor:.2f}x), end to end {r['tps']:.1f}")
             finally:
                 srv.close()
     print(f"{a.tokens} tokens per request after {a.prompt_tokens} prompt tokens, {a.rounds} requests per client; "
           f"one process on one core, or two ranks on one core each (TANDEM_NUM_THREADS=1)")
-    print("| model | mode | clients | aggregate tok/s | vs anchor | TTFT p50 / p99 ms | ITL p50 / p99 ms |")
-    print("|---|---|---|---|---|---|---|")
-    for name, mode, c, tps, ratio, ttft, itl in rows:
-        print(f"| {name} | {mode} | {c} | {tps:.1f} | {ratio:.2f}x | {_pct(ttft, 50):.0f} / {_pct(ttft, 99):.0f} | "
-              f"{_pct(itl, 50):.1f} / {_pct(itl, 99):.1f} |")
+    print("| model | mode | clients | decode tok/s | vs anchor | end-to-end tok/s | TTFT p50 / p99 ms | "
+          "ITL p50 / p99 ms |")
+    print("|---|---|---|---|---|---|---|---|")
+    for name, mode, c, tps, ratio, e2e, ttft, itl in rows:
+        print(f"| {name} | {mode} | {c} | {tps:.1f} | {ratio:.2f}x | {e2e:.1f} | {_pct(ttft, 50):.0f} / "
+              f"{_pct(ttft, 99):.0f} | {_pct(itl, 50):.1f} / {_pct(itl, 99):.1f} |")
     single = {(n, c): t for n, m, c, t, *_ in rows if m == "single"}
     for n, m, c, t, *_ in rows:
         if m == "pipeline" and (n, c) in single and c.isdigit():
