@@ -188,7 +188,7 @@ def test_stream_generate_on_a_pipeline_equals_one_process(llama, llama_path, i):
 
 
 def _send_raw(pipe, msg_type, tensors):
-    pipe.conn.send(msg_type, pipe.backend.step, tensors)
+    pipe.conn.send(msg_type, pipe.next_step(), tensors)
     return pipe.conn.recv(deadline=10)
 
 

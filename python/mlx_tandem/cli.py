@@ -9,6 +9,7 @@ COMMANDS = {
     "generate": "generate text with a model (FP8 kernels)",
     "convert": "convert a Hugging Face directory or GGUF file to an FP8 checkpoint",
     "launch": "run one rank of a two-machine pipeline",
+    "serve": "an OpenAI-compatible HTTP server (continuous batching; one process or rank 0 of the pipeline)",
     "demo": "run the packaged demo model (optionally as two local ranks)",
     "bench": "benchmarks: kernels, attention, model, pipeline",
 }

@@ -45,7 +45,7 @@ def token_steps(model, prompt: mx.array, params: SamplingParams, *, cache=None,
     history: list[int] = []
 
     def step(tokens):
-        logits = model(tokens[None], cache=cache)[:, -1, :]
+        logits = model(tokens[None], cache=cache, last_only=True)[:, -1, :]
         counts = [np.array(history, np.int32)] if params.penalized else None
         return sample_graph(logits, [params], [seeds.next()], counts)
 

@@ -92,13 +92,55 @@ class SafetensorsFile:
                     raise ValueError(f"safetensors: {self.path} ended inside tensor {name!r}")
                 done += n
 
+    def read_slice_into(self, name: str, out: np.ndarray, axis: int, lo: int) -> None:
+        """Read the part [lo, lo + out.shape[axis]) along `axis` of the tensor into `out` (a
+        tensor-parallel shard: rows of a 2-D weight are one contiguous read, columns one read per
+        row), touching only those bytes."""
+        info = self.tensors[name]
+        shape, want = info["shape"], np.dtype(DTYPES[info["dtype"]][0])
+        axis %= len(shape)
+        n = out.shape[axis] if out.ndim == len(shape) else -1
+        expect = shape[:axis] + (n,) + shape[axis + 1:]
+        if out.shape != expect or out.dtype != want or not out.flags.c_contiguous or not 0 <= lo <= shape[axis] - n:
+            raise ValueError(f"safetensors: cannot read [{lo}, {lo + n}) of axis {axis} of {name!r} "
+                             f"({want} {shape}) into {out.dtype} {out.shape}")
+        outer = int(np.prod(shape[:axis], dtype=np.int64))
+        inner = int(np.prod(shape[axis + 1:], dtype=np.int64)) * want.itemsize
+        run, stride = n * inner, shape[axis] * inner  # bytes wanted per outer index, and their spacing
+        view = memoryview(out.reshape(-1).view(np.uint8))
+        base = self.data_start + info["offsets"][0] + lo * inner
+        fd = os.open(self.path, os.O_RDONLY)
+        try:
+            for o in range(outer):
+                done = 0
+                while done < run:
+                    got = os.preadv(fd, [view[o * run + done:(o + 1) * run]], base + o * stride + done)
+                    if not got:
+                        raise ValueError(f"safetensors: {self.path} ended inside tensor {name!r}")
+                    done += got
+        finally:
+            os.close(fd)
+
+    def get_slice(self, name: str, axis: int, lo: int, n: int) -> mx.array:
+        """[lo, lo + n) along `axis` of the tensor, as `get` returns whole tensors."""
+        info = self.tensors[name]
+        shape = list(info["shape"])
+        shape[axis] = n
+        a = np.empty(shape, DTYPES[info["dtype"]][0])
+        self.read_slice_into(name, a, axis, lo)
+        return _to_mx(a, info["dtype"])
+
     def get(self, name: str) -> mx.array:
         info = self.tensors[name]
         a = np.empty(info["shape"], DTYPES[info["dtype"]][0])
         self.read_into(name, a)
-        if info["dtype"] == "BF16":
-            return mx.array(a).view(mx.bfloat16)
-        return mx.array(a, dtype=DTYPES[info["dtype"]][1])
+        return _to_mx(a, info["dtype"])
+
+
+def _to_mx(a: np.ndarray, dtype: str) -> mx.array:
+    if dtype == "BF16":
+        return mx.array(a).view(mx.bfloat16)
+    return mx.array(a, dtype=DTYPES[dtype][1])
 
 
 def _dtype_name(a) -> str:

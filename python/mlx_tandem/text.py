@@ -9,10 +9,10 @@ class TextStream:
     is held back until it cannot; a stop string ends the text before it (it is not included); EOS is
     not turned into text. Finish reasons: "stop" (EOS or a stop string) and "length" (max_tokens)."""
 
-    def __init__(self, tokenizer, max_tokens: int, stop: list[str] | None = None):
+    def __init__(self, tokenizer, max_tokens: int, stop: list[str] | None = None, ignore_eos: bool = False):
         if max_tokens < 1:
             raise ValueError(f"generate: max_tokens must be >= 1, got {max_tokens}")
-        self.eos = set(tokenizer.eos_token_ids)
+        self.eos = set() if ignore_eos else set(tokenizer.eos_token_ids)
         self.stop = [s for s in (stop or []) if s]
         self.hold = max((len(s) for s in self.stop), default=1) - 1
         self.max_tokens = max_tokens

@@ -39,7 +39,7 @@ class ToyModel:
     def make_cache(self):
         return [ToyCache(self.hidden) for _ in self.weights]
 
-    def __call__(self, inputs, cache=None):
+    def __call__(self, inputs, cache=None, last_only=False):
         if self.is_first:
             if inputs.ndim != 2:
                 raise ValueError(f"toy: first stage takes token ids (B, L), got {inputs.shape}")
@@ -49,7 +49,8 @@ class ToyModel:
                 raise ValueError(f"toy: stage takes (B, L, {self.hidden}), got {inputs.shape}")
             h = inputs.astype(self.dtype)
         if cache and isinstance(cache[0], RowCaches):  # a ragged batch: each row with its own caches
-            return mx.concatenate([self(inputs[i:i + 1], [c[i] for c in cache]) for i in range(len(cache[0]))])
+            rows = [self(inputs[i:i + 1], [c[i] for c in cache], last_only) for i in range(len(cache[0]))]
+            return mx.concatenate(rows)
         cache = cache or [ToyCache(self.hidden) for _ in self.weights]
         for w, c in zip(self.weights, cache):
             L = h.shape[1]
@@ -58,7 +59,9 @@ class ToyModel:
             h = h + mx.tanh((h + ctx.astype(self.dtype)) @ w)
             c.total = c.total + h.astype(mx.float32).sum(axis=1, keepdims=True)
             c.offset += L
-        return h @ self.head if self.is_last else h
+        if not self.is_last:
+            return h
+        return (h[:, -1:] if last_only else h) @ self.head
 
 
 def greedy_reference(prompt, n_tokens, config=CONFIG, dtype=mx.float32, chunk=512):

@@ -12,12 +12,12 @@ from ..sampling import sample_graph, to_sampled
 from .scheduler import Job, Sequence
 
 
-def forward_rows(model, inputs: mx.array, caches: list[list]) -> mx.array:
-    """model(inputs) for a batch whose row i is its own sequence with caches[i] (one cache per layer, at
-    its own position): one forward through RowCaches (B = 1 runs on its caches directly)."""
+def forward_rows(model, inputs: mx.array, caches: list[list], **kwargs) -> mx.array:
+    """model(inputs, **kwargs) for a batch whose row i is its own sequence with caches[i] (one cache per
+    layer, at its own position): one forward through RowCaches (B = 1 runs on its caches directly)."""
     if len(caches) == 1:
-        return model(inputs, cache=caches[0])
-    return model(inputs, cache=[RowCaches(c[i] for c in caches) for i in range(len(caches[0]))])
+        return model(inputs, cache=caches[0], **kwargs)
+    return model(inputs, cache=[RowCaches(c[i] for c in caches) for i in range(len(caches[0]))], **kwargs)
 
 
 class LocalBackend:
@@ -37,12 +37,13 @@ class LocalBackend:
         seq.state = None
 
     def run(self, job: Job) -> mx.array:
-        """The model on the job's tokens: its whole output (B, L, ...) (a pipeline's first stage sends it on)."""
+        """The model on the job's tokens: a first stage's hidden states (B, L, H), all of which a pipeline
+        sends on; a last stage's logits of the last position only (B, 1, V)."""
         for s, off in zip(job.rows, job.offsets):
             if s.state[0].offset != off:
                 raise RuntimeError(f"batch: sequence {s.id} is at position {s.state[0].offset}, the job "
                                    f"expects {off}")
-        return forward_rows(self.model, mx.array(job.tokens), [s.state for s in job.rows])
+        return forward_rows(self.model, mx.array(job.tokens), [s.state for s in job.rows], last_only=True)
 
     def forward(self, job: Job) -> mx.array:
         """The model on the job's tokens; last-position logits (B, V)."""

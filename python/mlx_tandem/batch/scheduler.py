@@ -30,6 +30,7 @@ class Sequence:
     params: SamplingParams = field(default_factory=SamplingParams)
     max_tokens: int | None = None
     user: object = None
+    ignore_eos: bool = False  # run to max_tokens (benchmarks; vLLM's request field of that name)
     id: int = field(default_factory=lambda: next(_ids))
     # set by the scheduler / backend
     prefilled: int = 0  # prompt tokens already through the model
@@ -158,7 +159,7 @@ class Scheduler:
             tok = int(out.tokens[i])
             s.history.append(tok)
             finish = None
-            if tok in self.eos:
+            if tok in self.eos and not s.ignore_eos:
                 finish = "stop"
             elif s.max_tokens is not None and len(s.history) >= s.max_tokens:
                 finish = "length"

@@ -9,6 +9,8 @@ BENCHES = {
     "attention": "fused attention decode/prefill vs MLX sdpa, bandwidth and sgemm",
     "model": "~1B Llama (or --arch deepseek_v3 layers) decode tokens/s vs MLX and the bandwidth bound",
     "pipeline": "two-rank pipeline throughput, link overhead and overlap",
+    "tp": "tensor parallelism over 2 ranks (MLX ring backend) vs one process: decode, collectives, link",
+    "serve": "the HTTP server under 1..32 concurrent streaming clients: aggregate tok/s, TTFT, ITL vs sequential",
 }
 
 

@@ -1,6 +1,7 @@
 """`tandem launch`: run one rank of the two-machine pipeline (the same command on both, only --node-rank
 differs). Rank 0 listens, holds the embeddings and the first layers, and prints only the generated text
-on stdout (status goes to stderr); rank 1 connects, holds the remaining layers and the head, and samples."""
+on stdout (status goes to stderr); rank 1 connects, holds the remaining layers and the head, and samples.
+`--mode tp` runs tensor parallelism on MLX's distributed backend instead (tp/runner.py)."""
 
 from __future__ import annotations
 
@@ -10,8 +11,27 @@ import sys
 
 
 def add_arguments(parser):
-    parser.add_argument("--nnodes", type=int, default=2, help="number of ranks (2)")
-    parser.add_argument("--node-rank", type=int, required=True, choices=[0, 1])
+    parser.add_argument("--mode", choices=("pp", "tp"), default="pp",
+                        help="pp (default): two-rank pipeline over our authenticated TCP protocol; tp: tensor "
+                             "parallelism (every rank holds 1/N of each layer) on MLX's distributed backend, "
+                             "which does not authenticate: loopback or a --private-link only")
+    parser.add_argument("--nnodes", type=int, default=2, help="number of ranks (pp: 2)")
+    parser.add_argument("--node-rank", type=int, required=True)
+    tp = parser.add_argument_group("--mode tp")
+    tp.add_argument("--backend", choices=("ring", "jaccl", "any"), default="ring",
+                    help="MLX backend: ring (TCP), jaccl (RDMA over Thunderbolt 5, macOS), any (jaccl if "
+                         "available and --ibv-devices is given, else ring)")
+    tp.add_argument("--hostfile", default=None,
+                    help='ring: MLX\'s hostfile (JSON, one list of "ip:port" per rank); default: --hosts')
+    tp.add_argument("--hosts", default=None,
+                    help="ring: each rank's IP, comma-separated, listening on --master-port + rank "
+                         "(default: --master-addr for every rank, one machine)")
+    tp.add_argument("--ibv-devices", default=None,
+                    help="jaccl: MLX's device file (JSON matrix of the RDMA device from rank i to rank j, "
+                         "null on the diagonal), or that JSON inline; the coordinator is --master-addr:--master-port")
+    tp.add_argument("--private-link", default=None, metavar="CIDR",
+                    help="allow the unauthenticated MLX backend on addresses in this network (a private "
+                         "point-to-point link such as a Thunderbolt bridge); without it only loopback")
     parser.add_argument("--master-addr", default="127.0.0.1", help="rank 0's address (rank 0 listens on it)")
     parser.add_argument("--master-port", type=int, default=29500)
     parser.add_argument("--model", required=True, help="checkpoint directory, a .gguf file, or 'demo'")
@@ -39,7 +59,9 @@ def add_arguments(parser):
     parser.add_argument("--chat", action="store_true", help="wrap prompts in the model's chat template")
     parser.add_argument("--dtype", default=None, choices=["bfloat16", "float16", "float32"])
     parser.add_argument("--prefill-chunk", type=int, default=128, help="prompt tokens per pipelined chunk")
-    parser.add_argument("--timeout", type=float, default=30.0, help="seconds of silence before the peer is declared dead")
+    parser.add_argument("--timeout", type=float, default=30.0,
+                        help="seconds of silence before the peer is declared dead (tp: the deadline of every "
+                             "collective)")
     parser.add_argument("--connect-timeout", type=float, default=300.0, help="seconds to wait for the other rank")
     parser.add_argument("--cpu", type=int, default=None, help="pin this rank to one CPU core")
 
@@ -57,6 +79,13 @@ def main(args) -> int:
     from ..pipeline.errors import FingerprintMismatch, PipelineError
     from .generate import resolve_model
 
+    if args.mode == "tp":
+        from ..tp.runner import run
+
+        return run(args)
+    if args.node_rank not in (0, 1):
+        print(f"tandem launch: --node-rank must be 0 or 1, got {args.node_rank}", file=sys.stderr)
+        return 1
     if args.nnodes != 2:
         print(f"tandem launch: only --nnodes 2 is supported, got {args.nnodes}", file=sys.stderr)
         return 1

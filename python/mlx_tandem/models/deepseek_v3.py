@@ -445,10 +445,13 @@ class Model(nn.Module):
     def dtype(self) -> mx.Dtype:
         return self.model.layers[0].input_layernorm.weight.dtype
 
-    def __call__(self, inputs: mx.array, cache: list[LatentCache] | None = None) -> mx.array:
+    def __call__(self, inputs: mx.array, cache: list[LatentCache] | None = None, last_only: bool = False) -> mx.array:
+        """last_only: logits of the last position only, (B, 1, V) (prefill needs no others)."""
         h = run_layers(self, inputs, cache)
         if not self.model.is_last:
             return h
+        if last_only:
+            h = h[:, -1:]
         return self.lm_head(fused.rms_norm(h, self.model.norm))
 
     def finish_loading(self) -> "Model":

@@ -162,11 +162,14 @@ class Model(nn.Module):
             if not self.model.is_first:
                 del self.model.embed_tokens
 
-    def __call__(self, inputs: mx.array, cache: list[KVCache] | None = None) -> mx.array:
+    def __call__(self, inputs: mx.array, cache: list[KVCache] | None = None, last_only: bool = False) -> mx.array:
+        """last_only: logits of the last position only, (B, 1, V) (prefill needs no others)."""
         m = self.model
         h = run_layers(self, inputs, cache)
         if not m.is_last:
             return h
+        if last_only:
+            h = h[:, -1:]
         h = fused.rms_norm(h, m.norm)
         if "lm_head" in self:
             return self.lm_head(h)

@@ -27,23 +27,41 @@ from .wire import MsgType
 
 
 class PipelineBackend:
-    def __init__(self, model, conn: Connection, *, window: int = 2, stats=None):
+    """Over `pipe` (a Pipeline: its first stage, connection and stats); `window` jobs in flight (default
+    the pipeline's, 2). Also what the server's engine needs of its peer: alive / reconnect / describe."""
+
+    def __init__(self, pipe, *, window: int | None = None):
+        window = window or pipe.window
         if window < 1:
             raise ValueError(f"pipeline: window must be >= 1, got {window}")
-        self.local = LocalBackend(model)  # the first stage and its caches, as in one process
+        self.pipe = pipe
+        self.local = LocalBackend(pipe.model)  # the first stage and its caches, as in one process
         self.window = window
-        self.stats = stats
-        self.step = 0  # step id of the next FORWARD (kept across reconnects: ids stay unique in logs)
-        self.reset(conn)
+        self.stats = pipe.stats
+        self.reset()
+        pipe.backends.add(self)  # pipe.reconnect() resets every backend over it
 
-    def reset(self, conn: Connection) -> None:
-        """Start clean on `conn` (after a reconnect): no slots held, nothing in flight. Sequences opened
-        before are forgotten; releasing one later is a no-op."""
-        self.conn = conn
+    @property
+    def conn(self) -> Connection:
+        return self.pipe.conn  # reconnect() replaces it
+
+    def reset(self) -> None:
+        """Start clean (after a reconnect): no slots held, nothing in flight. Sequences opened before are
+        forgotten; releasing one later is a no-op."""
         self.slots: dict[Sequence, int] = {}
         self.free = list(range(MAX_SLOTS))  # a heap: the lowest free slot first
         self.sent: set[int] = set()  # slots rank 1 holds caches for (a FORWARD went out since open)
         self.pending: collections.deque = collections.deque()  # (job, step, want, n)
+
+    # ---- the server's Peer -----------------------------------------------------------------------
+    def alive(self) -> bool:
+        return not self.conn.closed  # the transport closes the link on any fault it sees
+
+    def reconnect(self, deadline: float | None = None) -> None:
+        self.pipe.reconnect(deadline=deadline)
+
+    def describe(self) -> str:
+        return f"rank 1 ({self.conn.peer})"
 
     # ---- the Backend protocol --------------------------------------------------------------------
     def open(self, seq: Sequence) -> None:
@@ -62,7 +80,7 @@ class PipelineBackend:
         if slot in self.sent:
             self.sent.discard(slot)
             if not self.conn.closed:  # else rank 1's caches went with the link
-                self.conn.send(MsgType.RELEASE, self.step, Release([slot]).tensors())
+                self.conn.send(MsgType.RELEASE, self.pipe.step, Release([slot]).tensors())
         heapq.heappush(self.free, slot)
 
     def issue(self, job: Job, want: Want | None = None) -> None:
@@ -77,21 +95,19 @@ class PipelineBackend:
         slots = [self.slots[s] for s in job.rows]
         seeds = job.key_seeds or [0] * len(job.rows)  # a prompt chunk samples nothing
         req = Forward(want, hidden, slots, list(job.offsets), [s.params for s in job.rows], seeds, n)
-        step, self.step = self.step, self.step + 1
+        step = self.pipe.next_step()
         self.conn.send(MsgType.FORWARD, step, req.tensors())
         self.sent.update(slots)
         self.pending.append((job, step, want, n))
-        if self.stats is not None:
-            self.stats.stage_seconds += time.perf_counter() - t0
-            self.stats.requests += 1
+        self.stats.stage_seconds += time.perf_counter() - t0
+        self.stats.requests += 1
 
     def collect(self) -> tuple[Job, Sampled | None]:
         job, res = self.receive()
         if not job.sample:
             return job, None
         B = len(job.rows)
-        if self.stats is not None:
-            self.stats.tokens += B
+        self.stats.tokens += B
         if res.logprobs.shape[0] != B:  # want TOKENS: nothing but ids came back
             return job, Sampled(res.tokens, np.zeros((B,), np.float32), np.zeros((B, 0), np.int32),
                                 np.zeros((B, 0), np.float32))
@@ -105,8 +121,7 @@ class PipelineBackend:
         job, step, want, n = self.pending.popleft()
         t0 = time.perf_counter()
         frame = self.conn.recv()
-        if self.stats is not None:
-            self.stats.wait_seconds += time.perf_counter() - t0
+        self.stats.wait_seconds += time.perf_counter() - t0
         try:
             if frame.msg_type != MsgType.RESULT or frame.step != step:
                 raise SequenceError(f"pipeline: expected RESULT for step {step}, got {frame.describe()}")

@@ -10,6 +10,7 @@ Rank 1 answers strictly in order; the server keeps one long-lived Scheduler over
 from __future__ import annotations
 
 import dataclasses
+import weakref
 from dataclasses import dataclass, field
 from typing import Iterable, Iterator, Sequence
 
@@ -45,14 +46,18 @@ class Pipeline:
         if prefill_chunk < 1:
             raise ValueError(f"pipeline: prefill_chunk must be >= 1, got {prefill_chunk}")
         self.model = model
+        self.conn = conn
         self.prefill_chunk = prefill_chunk
+        self.window = window or 2
         self.listener = listener  # where reconnect() waits for a restarted rank 1 (closed by close())
         self.stats = PipelineStats()
-        self.backend = PipelineBackend(model, conn, window=window or 2, stats=self.stats)
+        self.step = 0  # step id of the next FORWARD (unique over reconnects, for the logs)
+        self.backends: weakref.WeakSet = weakref.WeakSet()
+        self.backend = PipelineBackend(self)  # the one this object's generation methods drive
 
-    @property
-    def conn(self) -> Connection:
-        return self.backend.conn
+    def next_step(self) -> int:
+        self.step += 1
+        return self.step - 1
 
     # ---- connection lifecycle ------------------------------------------------------------------
     def reconnect(self, listener=None, deadline: float | None = None) -> None:
@@ -62,13 +67,15 @@ class Pipeline:
         if listener is None:
             raise ValueError("pipeline: reconnect needs a listener")
         self.conn.close()
-        self.backend.reset(listener.accept(deadline))
+        self.conn = listener.accept(deadline)
+        for b in self.backends:  # rank 1 holds nothing now: no slot or job of the old link survives
+            b.reset()
 
     def close(self) -> None:
         """Tell rank 1 the session is over (it exits its serve loop) and close the connection."""
         if not self.conn.closed:
             try:
-                self.conn.send(MsgType.SHUTDOWN, self.backend.step)
+                self.conn.send(MsgType.SHUTDOWN, self.step)
             except PipelineError:
                 pass
             self.conn.close()

@@ -47,7 +47,7 @@ class StageServer:
                 raise ProtocolError(f"pipeline: step {step} continues slot {slot} at position {off}, "
                                     f"but this stage holds {have} there")
         caches = [self.caches[s] for s in req.slots]
-        out = forward_rows(self.model, to_mx(req.hidden), caches)
+        out = forward_rows(self.model, to_mx(req.hidden), caches, last_only=True)  # as LocalBackend: same numerics
         if req.want == Want.NONE:
             mx.eval([c.state for cache in caches for c in cache])
             return Result.empty()
