@@ -150,7 +150,7 @@ class Scheduler:
         self.inflight.popleft()
         events = []
         for i, s in enumerate(job.rows):
-            if job.sample:  # only sampling jobs mark their rows busy (see issue above)
+            if job.sample:  # only sampling jobs mark their rows busy (the issue loop above)
                 s.busy = False
             if s.done:  # cancelled while its job was in flight
                 continue
