@@ -106,10 +106,11 @@ def prepare_prompt(tokenizer: TokenizerWrapper, prompt, chat: bool = False) -> l
 def stream_generate(model, tokenizer: TokenizerWrapper, prompt, max_tokens: int = 256, *,
                     temperature: float = 0.0, top_p: float = 1.0, top_k: int = 0, seed: int | None = None,
                     params: SamplingParams | None = None, stop: list[str] | None = None, chat: bool = False,
-                    prefill_step: int = 512) -> Iterator[GenerationResponse]:
+                    prefill_step: int | None = None) -> Iterator[GenerationResponse]:
     """Stream text as it is generated. `prompt` is a string, token ids, or (with chat=True) a
     string or a list of chat messages; `params` (a SamplingParams) overrides temperature/top_p/top_k/seed.
-    Stops at EOS, a stop string (not included) or max_tokens."""
+    Stops at EOS, a stop string (not included) or max_tokens. prefill_step: prompt tokens per chunk
+    (default 512 in this process; a pipeline's own prefill_chunk)."""
     params = _params(params, temperature, top_p, top_k, seed)
     text = TextStream(tokenizer, max_tokens, stop)
     ids = prepare_prompt(tokenizer, prompt, chat)
@@ -118,7 +119,7 @@ def stream_generate(model, tokenizer: TokenizerWrapper, prompt, max_tokens: int 
     if hasattr(model, "token_steps"):  # a pipeline.Pipeline
         steps = model.token_steps(mx.array(ids, mx.int32), params, prefill_step=prefill_step)
     else:
-        steps = token_steps(model, mx.array(ids, mx.int32), params, prefill_step=prefill_step)
+        steps = token_steps(model, mx.array(ids, mx.int32), params, prefill_step=prefill_step or 512)
     try:
         for out in steps:
             if text.tokens == 0:

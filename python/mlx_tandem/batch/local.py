@@ -36,6 +36,9 @@ class LocalBackend:
     def release(self, seq: Sequence) -> None:
         seq.state = None
 
+    def reset(self) -> None:
+        self._pending.clear()
+
     def run(self, job: Job) -> mx.array:
         """The model on the job's tokens: a first stage's hidden states (B, L, H), all of which a pipeline
         sends on; a last stage's logits of the last position only (B, 1, V)."""

@@ -86,6 +86,7 @@ class Backend(Protocol):
     def release(self, seq: Sequence) -> None: ...  # free them (and the peer's)
     def issue(self, job: Job) -> None: ...
     def collect(self) -> tuple[Job, Sampled | None]: ...  # the oldest job in flight
+    def reset(self) -> None: ...  # forget every sequence and job (after a fault)
 
 
 class Scheduler:
@@ -125,6 +126,7 @@ class Scheduler:
             events.append(Event(seq, None, None, None, "error", error))
         self.active.clear()
         self.inflight.clear()
+        self.backend.reset()
         return events
 
     @property

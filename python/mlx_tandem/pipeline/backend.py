@@ -60,6 +60,10 @@ class PipelineBackend:
     def reconnect(self, deadline: float | None = None) -> None:
         self.pipe.reconnect(deadline=deadline)
 
+    def close(self) -> None:
+        """Drop the link after a local fault (rank 1 sees it and redials; reconnect() then starts clean)."""
+        self.conn.close()
+
     def describe(self) -> str:
         return f"rank 1 ({self.conn.peer})"
 

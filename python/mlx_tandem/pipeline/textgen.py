@@ -24,30 +24,20 @@ class TextStats:
 
 def stream_text(pipe, tokenizer, prompt, max_tokens: int = 256, *, chat: bool = False, stats: TextStats | None = None,
                 **sampling) -> Iterator[str]:
-    """Yield text pieces as tokens arrive; fill `stats` if given. Stops at EOS (not printed) or max_tokens."""
-    from ..generate import prepare_prompt
+    """Yield text pieces as tokens arrive (stream_generate over the pipe: the same text handling as one
+    process); fill `stats` if given. Stops at EOS (not printed), a stop string or max_tokens."""
+    from ..generate import stream_generate
 
-    if max_tokens < 1:
-        raise ValueError(f"generate: max_tokens must be >= 1, got {max_tokens}")
     stats = stats if stats is not None else TextStats()
-    ids = prepare_prompt(tokenizer, prompt, chat)
-    stats.prompt_tokens = len(ids)
-    eos = set(tokenizer.eos_token_ids)
-    detok = tokenizer.detokenizer()
     t0 = time.perf_counter()
     t1 = None
-    for _, tok in pipe.stream_batch([ids], max_tokens, eos_token_ids=eos, **sampling):
+    for r in stream_generate(pipe, tokenizer, prompt, max_tokens, chat=chat, **sampling):
         if t1 is None:
             t1 = time.perf_counter()
             stats.prompt_seconds = t1 - t0
-        stats.generation_tokens += 1
-        if tok in eos:
-            stats.finish_reason = "stop"
-            break
-        piece = detok.add_token(tok)
-        if piece:
-            yield piece
-    tail = detok.finalize()
-    if tail:
-        yield tail
+        stats.prompt_tokens, stats.generation_tokens = r.prompt_tokens, r.generation_tokens
+        if r.finish_reason:
+            stats.finish_reason = r.finish_reason
+        if r.text:
+            yield r.text
     stats.generation_seconds = time.perf_counter() - (t1 or t0)

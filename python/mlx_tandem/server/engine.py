@@ -32,6 +32,7 @@ class Peer(Protocol):
     """What the engine needs of a second rank (pipeline.PipelineBackend provides it)."""
     def alive(self) -> bool: ...
     def reconnect(self, deadline: float) -> None: ...  # raises PipelineError / OSError on timeout
+    def close(self) -> None: ...  # drop the link (rank 1 redials)
     def describe(self) -> str: ...
 
 
@@ -169,10 +170,13 @@ class Engine:
                 continue
             except Exception as e:  # a bug must not hang the clients: fail what runs, keep serving
                 traceback.print_exc(file=sys.stderr)
+                cause = f"internal error: {type(e).__name__}: {e}"
+                if self.peer is not None:  # the two ranks may disagree now: start the link afresh
+                    self.peer.close()
+                    self._recover(cause)
+                    continue
                 with self._cv:
-                    events = self.scheduler.fail_all(f"internal error: {type(e).__name__}: {e}")
-                    if self.peer is not None:  # the two ranks may disagree now: start the link afresh
-                        self._fault = "internal error; waiting for the peer to reconnect"
+                    events = self.scheduler.fail_all(cause)
             self._dispatch(events)
 
     def _dispatch(self, events: list[Event]) -> None:
