@@ -93,9 +93,11 @@ NB_MODULE(_ext, m) {
 
   m.def("silu_mul", &tandem::silu_mul, "gate"_a, "up"_a, nb::kw_only(), "stream"_a = nb::none(),
         "silu(gate) * up (SwiGLU) in float32, one rounding to the promoted dtype. CPU only.");
-  m.def("rope", &tandem::rope, "x"_a, "inv_freq"_a, "offset"_a, nb::kw_only(), "stream"_a = nb::none(),
+  m.def("rope", &tandem::rope, "x"_a, "inv_freq"_a, "offset"_a = 0, nb::kw_only(), "row_offsets"_a = nb::none(),
+        "stream"_a = nb::none(),
         "Rotate-half rotary embedding of x (B, L, H, D) at positions offset..offset+L-1 with float32 "
-        "inverse frequencies (dims/2,); features past dims pass through. CPU only.");
+        "inverse frequencies (dims/2,); features past dims pass through. row_offsets (int32 (B,)): each "
+        "batch row starts at its own position instead (a ragged batch; offset must then be 0). CPU only.");
   m.def("rms_norm", &tandem::rms_norm, "x"_a, "weight"_a, "eps"_a, nb::kw_only(), "stream"_a = nb::none(),
         "x * rsqrt(mean(x^2, -1) + eps) * weight in float32. CPU only.");
   m.def("add_rms_norm", &tandem::add_rms_norm, "x"_a, "residual"_a, "weight"_a, "eps"_a, nb::kw_only(),

@@ -21,7 +21,8 @@ void Rope::eval_cpu(const std::vector<mx::array>& inputs, mx::array& out) {
     const auto& x = in[0];
     std::vector<float> xf, y(x.size());
     cpu::rope(as_float32(x, xf), y.data(), x.shape(0), x.shape(1), x.shape(2), x.shape(3),
-              2 * in[1].shape(0), in[1].template data<float>(), offset);
+              2 * in[1].shape(0), in[1].template data<float>(), offset,
+              in.size() > 2 ? in[2].template data<int32_t>() : nullptr);
     store_float32(y.data(), out[0]);
   });
 }
@@ -77,7 +78,8 @@ mx::array silu_mul(const mx::array& gate, const mx::array& up, mx::StreamOrDevic
                    {contiguous(gate, s), contiguous(up, s)});
 }
 
-mx::array rope(const mx::array& x, const mx::array& inv_freq, int64_t offset, mx::StreamOrDevice s) {
+mx::array rope(const mx::array& x, const mx::array& inv_freq, int64_t offset,
+               const std::optional<mx::array>& row_offsets, mx::StreamOrDevice s) {
   const char* op = "rope";
   check_float(op, "x", x);
   check_ndim(op, "x", x, 4);
@@ -88,9 +90,24 @@ mx::array rope(const mx::array& x, const mx::array& inv_freq, int64_t offset, mx
     fail(op, "inv_freq must have between 1 and D/2 = " + std::to_string(x.shape(3) / 2) + " entries, got " +
                  std::to_string(half));
   if (offset < 0) fail(op, "offset must be >= 0, got " + std::to_string(offset));
+  std::vector<mx::array> inputs{contiguous(x, s), contiguous(inv_freq, s)};
+  if (row_offsets) {
+    check_dtype(op, "row_offsets", *row_offsets, mx::int32);
+    check_ndim(op, "row_offsets", *row_offsets, 1);
+    if (row_offsets->shape(0) != x.shape(0))
+      fail(op, "row_offsets needs one entry per batch row (" + std::to_string(x.shape(0)) + "), got " +
+                   std::to_string(row_offsets->shape(0)));
+    if (offset != 0) fail(op, "give either offset or row_offsets, not both");
+    // read on the host here (small): a negative start would index before the sequence
+    auto r = mx::contiguous(*row_offsets, false, s);
+    r.eval();
+    const int32_t* p = r.data<int32_t>();
+    for (int64_t b = 0; b < r.shape(0); ++b)
+      if (p[b] < 0) fail(op, "row_offsets must be >= 0, got " + std::to_string(p[b]) + " at row " + std::to_string(b));
+    inputs.push_back(r);
+  }
   if (x.size() == 0) return x;
-  return mx::array(x.shape(), x.dtype(), std::make_shared<Rope>(mx::to_stream(s), offset),
-                   {contiguous(x, s), contiguous(inv_freq, s)});
+  return mx::array(x.shape(), x.dtype(), std::make_shared<Rope>(mx::to_stream(s), offset), std::move(inputs));
 }
 
 mx::array rms_norm(const mx::array& x, const mx::array& weight, float eps, mx::StreamOrDevice s) {

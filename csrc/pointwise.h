@@ -2,6 +2,8 @@
 // stream the Python layer uses MLX's own kernels instead, see fused.py).
 #pragma once
 
+#include <optional>
+
 #include "cpu/isa.h"
 #include "primitive_base.h"
 
@@ -22,7 +24,8 @@ class SiluMul : public mx::UnaryPrimitive {
   cpu::Isa isa_;
 };
 
-// Rotate-half RoPE of x (B, L, H, D) at positions offset + l.
+// Rotate-half RoPE of x (B, L, H, D) at positions offset + l, or row_offsets[b] + l
+// when a third input (int32 (B,)) is given.
 class Rope : public mx::UnaryPrimitive {
  public:
   Rope(mx::Stream s, int64_t offset) : mx::UnaryPrimitive(s), offset_(offset) {}
@@ -57,7 +60,9 @@ class RmsNorm : public mx::Primitive {
 
 mx::array silu_mul(const mx::array& gate, const mx::array& up, mx::StreamOrDevice s = {});
 // x (B, L, H, D), inv_freq float32 (dims / 2,) with dims <= D even.
-mx::array rope(const mx::array& x, const mx::array& inv_freq, int64_t offset, mx::StreamOrDevice s = {});
+// row_offsets: int32 (B,), each batch row's own start position (then offset must be 0).
+mx::array rope(const mx::array& x, const mx::array& inv_freq, int64_t offset,
+               const std::optional<mx::array>& row_offsets = std::nullopt, mx::StreamOrDevice s = {});
 mx::array rms_norm(const mx::array& x, const mx::array& weight, float eps, mx::StreamOrDevice s = {});
 // Returns (x + residual, rms_norm(x + residual)).
 std::pair<mx::array, mx::array> add_rms_norm(const mx::array& x, const mx::array& residual,

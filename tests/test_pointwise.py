@@ -66,6 +66,23 @@ def test_rope(B, L, H, D, partial, offset, dtype, seed):
     np.testing.assert_allclose(to_np(got), want, atol=atol, rtol=2 * EPS[dtype])
 
 
+@given(offsets=st.lists(st.integers(0, 5000), min_size=1, max_size=6), L=st.sampled_from([1, 2, 5]),
+       D=st.sampled_from([8, 64, 80]), dtype=DT, seed=st.integers(0, 2**16))
+def test_rope_row_offsets(offsets, L, D, dtype, seed):
+    """A ragged batch: row b at its own position; the reference per row, and bit-identical to rotating
+    each row alone (a sequence decodes the same in a batch as by itself)."""
+    rng = np.random.default_rng(seed)
+    freqs = (1.0 / 10000.0 ** (np.arange(0, D, 2) / D)).astype(np.float32)
+    x = to_mx(as_dtype(rng.standard_normal((len(offsets), L, 3, D)), dtype), dtype)
+    got = _ext.rope(x, mx.array(freqs), row_offsets=mx.array(offsets, mx.int32))
+    alone = mx.concatenate([_ext.rope(x[b:b + 1], mx.array(freqs), o) for b, o in enumerate(offsets)])
+    assert mx.array_equal(got, alone).item()
+    for b, o in enumerate(offsets):
+        want = ref.rope(to_np(x[b:b + 1]).transpose(0, 2, 1, 3), freqs.astype(np.float64), o).transpose(0, 2, 1, 3)
+        np.testing.assert_allclose(to_np(got[b:b + 1]), want, atol=(o + L) * 2.0**-22 + 4 * EPS[dtype],
+                                   rtol=2 * EPS[dtype])
+
+
 def test_rope_reads_strided_views():
     x = mx.random.normal((1, 4, 6, 32))
     freqs = mx.array((1.0 / 500.0 ** (np.arange(0, 32, 2) / 32)).astype(np.float32))
@@ -116,6 +133,14 @@ X = mx.zeros((2, 8))
     (lambda: _ext.rope(mx.zeros((1, 1, 1, 8)), mx.ones((5,)), 0), "rope: inv_freq must have between 1 and D/2"),
     (lambda: _ext.rope(mx.zeros((1, 1, 1, 8)), mx.ones((4,), mx.float16), 0), "rope: inv_freq must be float32"),
     (lambda: _ext.rope(mx.zeros((1, 1, 1, 8)), mx.ones((4,)), -1), "rope: offset must be >= 0"),
+    (lambda: _ext.rope(mx.zeros((2, 1, 1, 8)), mx.ones((4,)), row_offsets=mx.array([0, -3], mx.int32)),
+     "rope: row_offsets must be >= 0, got -3 at row 1"),
+    (lambda: _ext.rope(mx.zeros((2, 1, 1, 8)), mx.ones((4,)), row_offsets=mx.array([0], mx.int32)),
+     r"rope: row_offsets needs one entry per batch row \(2\)"),
+    (lambda: _ext.rope(mx.zeros((2, 1, 1, 8)), mx.ones((4,)), row_offsets=mx.array([0, 1], mx.int64)),
+     "rope: row_offsets must be int32"),
+    (lambda: _ext.rope(mx.zeros((2, 1, 1, 8)), mx.ones((4,)), 3, row_offsets=mx.array([0, 1], mx.int32)),
+     "rope: give either offset or row_offsets"),
     (lambda: _ext.rms_norm(X, mx.ones((7,)), 1e-5), r"rms_norm: weight must have shape \(8,\)"),
     (lambda: _ext.rms_norm(X, mx.ones((8,)), -1.0), "rms_norm: eps must be >= 0"),
     (lambda: _ext.add_rms_norm(X, mx.zeros((8,)), mx.ones((8,)), 1e-5), "add_rms_norm: x and residual must"),

@@ -31,18 +31,19 @@ void silu_mul(Isa isa, const float* g, const float* u, float* out, int64_t n) {
 }
 
 void rope(const float* x, float* out, int64_t B, int64_t L, int64_t H, int64_t D, int64_t dims,
-          const float* inv_freq, int64_t offset) {
+          const float* inv_freq, int64_t offset, const int32_t* row_offsets) {
   const int64_t half = dims / 2;
   std::vector<float> cs(static_cast<size_t>(2 * half));
-  for (int64_t l = 0; l < L; ++l) {
-    // The angle is rounded to float32 first, as transformers computes it.
-    const float pos = static_cast<float>(offset + l);
-    for (int64_t i = 0; i < half; ++i) {
-      const float a = pos * inv_freq[i];
-      cs[i] = std::cos(a);
-      cs[half + i] = std::sin(a);
-    }
-    for (int64_t b = 0; b < B; ++b)
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t l = 0; l < L; ++l) {
+      // The angle is rounded to float32 first, as transformers computes it; a row at its own
+      // position gets exactly the numbers it would get alone.
+      const float pos = static_cast<float>((row_offsets ? row_offsets[b] : offset) + l);
+      for (int64_t i = 0; i < half; ++i) {
+        const float a = pos * inv_freq[i];
+        cs[i] = std::cos(a);
+        cs[half + i] = std::sin(a);
+      }
       for (int64_t h = 0; h < H; ++h) {
         const int64_t row = ((b * L + l) * H + h) * D;
         const float* xr = x + row;
@@ -54,7 +55,7 @@ void rope(const float* x, float* out, int64_t B, int64_t L, int64_t H, int64_t D
         }
         for (int64_t i = dims; i < D; ++i) o[i] = xr[i];
       }
-  }
+    }
 }
 
 void rms_norm(const float* x, const float* w, float* y, int64_t rows, int64_t D, float eps) {

@@ -57,10 +57,12 @@ def add_rms_norm(x: mx.array, residual: mx.array, norm: nn.RMSNorm) -> tuple[mx.
     return h, norm(h)
 
 
-def rope(x: mx.array, inv_freq: mx.array, periods: mx.array, offset: int) -> mx.array:
-    """Rotate-half RoPE of x laid out (B, L, H, D), as the projections produce it."""
+def rope(x: mx.array, inv_freq: mx.array, periods: mx.array, offset: int | list[int]) -> mx.array:
+    """Rotate-half RoPE of x laid out (B, L, H, D), as the projections produce it; `offset` is the
+    position of the first token, or a list with one per batch row (a ragged batch)."""
+    rows = mx.array(offset, mx.int32) if isinstance(offset, list) else None
     if _on_cpu():
-        return _ext.rope(x, inv_freq, offset)
+        return _ext.rope(x, inv_freq, 0, row_offsets=rows) if rows is not None else _ext.rope(x, inv_freq, offset)
     y = mx.fast.rope(x.transpose(0, 2, 1, 3), 2 * inv_freq.shape[0], traditional=False, base=None, scale=1.0,
-                     offset=offset, freqs=periods)
+                     offset=rows if rows is not None else offset, freqs=periods)
     return y.transpose(0, 2, 1, 3)

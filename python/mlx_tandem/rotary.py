@@ -57,9 +57,10 @@ class RoPE(nn.Module):
         # mx.fast.rope wants periods, i.e. 1 / inv_freq
         return mx.array(f.astype(np.float32)), mx.array((1.0 / f).astype(np.float32))
 
-    def __call__(self, x: mx.array, offset: int = 0) -> mx.array:
+    def __call__(self, x: mx.array, offset: int | list[int] = 0) -> mx.array:
+        """offset: the first token's position, or one per batch row (a ragged batch)."""
         freqs, periods = self._freqs
-        end = offset + x.shape[1]
+        end = (max(offset) if isinstance(offset, list) else offset) + x.shape[1]
         if self.dynamic and end > self.max_pos:
             # transformers grows the NTK base with the longest position seen in the forward pass
             freqs, periods = self._make(end)

@@ -156,7 +156,10 @@ class InterleavedRoPE(nn.Module):
             inv = args.rope_theta ** (-np.arange(0, dim, 2, dtype=np.float64) / dim)
         self._periods = mx.array((1.0 / inv).astype(np.float32))
 
-    def __call__(self, x: mx.array, offset: int) -> mx.array:
+    def __call__(self, x: mx.array, offset: int | list[int]) -> mx.array:
+        """offset: the first token's position, or one per batch row (a ragged batch)."""
+        if isinstance(offset, list):
+            offset = mx.array(offset, mx.int32)
         y = mx.fast.rope(x, self.dim, traditional=True, base=None, scale=1.0, offset=offset, freqs=self._periods)
         return y * self.amplitude if self.amplitude != 1.0 else y
 
@@ -249,9 +252,15 @@ class MLA(nn.Module):
         q = q.reshape(B, L, H, self.nope + self.rope_dim)
         q_nope, q_pe = q[..., :self.nope], q[..., self.nope:]
         latent = fused.rms_norm(kv[..., :kvr], self.kv_a_layernorm)
-        if isinstance(cache, RowCaches) and len(cache) > 1:  # ragged decode: head matrices once for all rows
-            o_lat = each_row(cache, self._latent_rows, self._per_head(q_nope, self._wuk_t), q_pe, latent, kv[..., kvr:])
-            o = self._per_head(o_lat, self._wuv)
+        if isinstance(cache, RowCaches) and len(cache) > 1:
+            # ragged decode: RoPE, the cache rows and the head matrices once for all rows; per row only
+            # the cache update and attention
+            offsets = [c.offset for c in cache]
+            q_pe = self.rope(q_pe.transpose(0, 2, 1, 3), offsets)                          # (B, H, L, rope)
+            entries = mx.concatenate([latent[:, None], self.rope(kv[..., kvr:][:, None], offsets)], axis=-1)
+            q = mx.concatenate([self._per_head(q_nope, self._wuk_t).transpose(0, 2, 1, 3), q_pe], axis=-1)
+            o_lat = each_row(cache, self._latent_rows, q, entries)                         # (B, H, L, kvr)
+            o = self._per_head(o_lat.transpose(0, 2, 1, 3), self._wuv)
         else:
             o = each_row(cache, self._attend_at, q_nope, q_pe, latent, kv[..., kvr:])
         return self.o_proj(o.reshape(B, L, H * self.v_dim))
@@ -270,14 +279,11 @@ class MLA(nn.Module):
             return self._expanded(q_nope, q_pe, latent, k_pe)
         return self.absorbed(q_nope, q_pe, keys)
 
-    def _latent_rows(self, q_lat, q_pe, latent, k_pe, cache):
-        """One sequence's rows of a ragged decode batch, q already through W_UK: (b, L, H, kvr)."""
-        offset = cache.offset
-        q_pe = self.rope(q_pe.transpose(0, 2, 1, 3), offset)
-        keys = cache.update_and_fetch(mx.concatenate([latent[:, None], self.rope(k_pe[:, None], offset)], axis=-1))
-        q = mx.concatenate([q_lat.transpose(0, 2, 1, 3), q_pe], axis=-1)
-        o_lat = _ext.fused_attention(q, keys, keys[..., :self.kv_lora_rank], scale=self.scale, causal=True)
-        return o_lat.transpose(0, 2, 1, 3)
+    def _latent_rows(self, q, entries, cache):
+        """One row of a ragged decode batch: q = [q_nope W_UK, rotated q_pe] (1, H, L, kvr + rope), its
+        cache entries (1, 1, L, kvr + rope) -> latent attention output (1, H, L, kvr)."""
+        keys = cache.update_and_fetch(entries)
+        return _ext.fused_attention(q, keys, keys[..., :self.kv_lora_rank], scale=self.scale, causal=True)
 
     def _expanded(self, q_nope, q_pe, latent, k_pe):
         """Per-head keys and values from this call's own tokens: (B, L, H, v)."""

@@ -9,7 +9,7 @@ from .. import _ext, fused
 from ..nn import FP8Linear, fuse_gate_up, use_huge_pages
 from ..rotary import RoPE
 from .base import ModelArgs, run_layers
-from .cache import KVCache, each_row
+from .cache import KVCache, RowCaches, each_row
 
 
 class Attention(nn.Module):
@@ -44,8 +44,25 @@ class Attention(nn.Module):
             q, k, v = qkv[..., :H * D], qkv[..., H * D:(H + Hkv) * D], qkv[..., (H + Hkv) * D:]
         else:
             q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
-        o = each_row(cache, self._attend_at, q.reshape(B, L, H, D), k.reshape(B, L, Hkv, D), v.reshape(B, L, Hkv, D))
-        return self.o_proj(o)
+        q, k, v = q.reshape(B, L, H, D), k.reshape(B, L, Hkv, D), v.reshape(B, L, Hkv, D)
+        if isinstance(cache, RowCaches) and len(cache) > 1:  # ragged batch: RoPE once for all rows
+            offsets = [c.offset for c in cache]
+            self._check_window(max(offsets), L)
+            q = self.rope(q, offsets).transpose(0, 2, 1, 3)
+            k = self.rope(k, offsets).transpose(0, 2, 1, 3)
+            o = each_row(cache, self._cached_attend, q, k, v.transpose(0, 2, 1, 3))
+            return self.o_proj(o.transpose(0, 2, 1, 3).reshape(B, L, -1))
+        return self.o_proj(each_row(cache, self._attend_at, q, k, v))
+
+    def _check_window(self, offset, L):
+        if self.sliding_window and offset + L > self.sliding_window:
+            raise ValueError(f"attention: sequence of {offset + L} tokens exceeds the sliding window "
+                             f"({self.sliding_window}), which fused_attention does not implement")
+
+    def _cached_attend(self, q, k, v, cache):
+        """One row of a ragged batch, already rotated, (1, heads, L, D): cache update and attention."""
+        k, v = cache.update_and_fetch(k, v)
+        return self.attend(q, k, v)
 
     def _attend_at(self, q, k, v, cache):
         """RoPE at the cache's position, the cache update and attention for (b, L, heads, D) rows of one
@@ -53,9 +70,7 @@ class Attention(nn.Module):
         b, L = q.shape[:2]
         v = v.transpose(0, 2, 1, 3)
         offset = cache.offset if cache is not None else 0
-        if self.sliding_window and offset + L > self.sliding_window:
-            raise ValueError(f"attention: sequence of {offset + L} tokens exceeds the sliding window "
-                             f"({self.sliding_window}), which fused_attention does not implement")
+        self._check_window(offset, L)
         # RoPE in the projections' (B, L, H, D) layout, then (B, H, L, D) views for attention
         q = self.rope(q, offset).transpose(0, 2, 1, 3)
         k = self.rope(k, offset).transpose(0, 2, 1, 3)
