@@ -18,7 +18,7 @@ def test_bench_serve_prints_a_table(modes):
             pytest.fail(str(e))
         pytest.skip(str(e))
     out = subprocess.run([sys.executable, "-m", "mlx_tandem", "bench", "serve", "--models", "demo", "--modes", modes,
-                          "--concurrency", "1,3", "--tokens", "4", "--prompt-tokens", "8", "--rounds", "1",
+                          "--concurrency", "1,3", "--tokens", "12", "--prompt-tokens", "8", "--rounds", "1",
                           "--anchor-requests", "2"], capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     rows = [l for l in out.stdout.splitlines() if l.startswith(f"| demo | {modes}")]

@@ -3,8 +3,8 @@ and two pipeline ranks (one pinned core each), on the packaged demo model and th
 
 For each concurrency c, c client threads each send --rounds streaming /v1/completions requests of
 --tokens tokens (ignore_eos, so every request has the same length) at the same time. Reported: decode
-tokens/s = c / median inter-token latency (every decode step gives each running sequence one token),
-end-to-end tokens/s (all completion tokens / wall time, prefill included), time to first token and
+tokens/s = the tokens all c requests receive while all of them decode (from the last first token to the
+first last token), per second; end-to-end tokens/s (all completion tokens / wall time, prefill included), time to first token and
 inter-token latency (p50 / p99 over all requests), and the decode ratio to the anchor measured in the
 same run: the same requests sent one after another (no batching). Clients run in this process on the other core (one process mode) or share the
 cores with the ranks (two ranks): their cost is part of what is measured.
@@ -31,9 +31,9 @@ def add_arguments(parser):
     parser.add_argument("--models", default="demo,llama1b", help="comma list: demo, llama1b")
     parser.add_argument("--modes", default="single,pipeline", help="comma list: single, pipeline")
     parser.add_argument("--concurrency", default="1,2,4,8,16,32", help="comma list of concurrent clients")
-    parser.add_argument("--tokens", type=int, default=32, help="completion tokens per request")
+    parser.add_argument("--tokens", type=int, default=64, help="completion tokens per request")
     parser.add_argument("--prompt-tokens", type=int, default=32, help="prompt tokens per request")
-    parser.add_argument("--rounds", type=int, default=2, help="requests per client at each concurrency")
+    parser.add_argument("--rounds", type=int, default=1, help="requests per client at each concurrency")
     parser.add_argument("--anchor-requests", type=int, default=4, help="sequential requests for the anchor")
     parser.add_argument("--cache-dir", default=os.path.join(os.environ.get("TANDEM_CACHE", os.path.expanduser(
         "~/.cache/mlx_tandem")), "bench-tp"), help="where the random checkpoint is written once")
@@ -160,7 +160,7 @@ def _request(client: httpx.Client, prompt, tokens: int) -> dict:
             if obj.get("usage"):
                 usage = obj["usage"]
     return dict(start=t0, end=time.perf_counter(), ttft=times[0] - t0, itl=list(np.diff(times)),
-                tokens=usage["completion_tokens"])
+                tokens=usage["completion_tokens"], times=times)
 
 
 def _prompts(name: str, n: int, length: int, vocab: int, seed: int):
@@ -194,7 +194,13 @@ def _level(url, prompts, clients: int, rounds: int, tokens: int) -> dict:
     wall = max(r["end"] for r in results) - min(r["start"] for r in results)
     itl = [x for r in results for x in r["itl"]]
     ttft = [r["ttft"] for r in results]
-    return dict(tps=sum(r["tokens"] for r in results) / wall, ttft=ttft, itl=itl)
+    # steady decode: the window in which every request of the first round is past its prefill and none
+    # has finished; the tokens all of them received in it, per second
+    first = results[:clients] if rounds == 1 else sorted(results, key=lambda r: r["start"])[:clients]
+    t0, t1 = max(r["times"][0] for r in first), min(r["times"][-1] for r in first)
+    n = sum(sum(1 for t in r["times"] if t0 < t <= t1) for r in first)
+    decode = n / (t1 - t0) if t1 > t0 and n >= 2 * clients else float("nan")
+    return dict(tps=sum(r["tokens"] for r in results) / wall, ttft=ttft, itl=itl, decode=decode)
 
 
 def _pct(xs, q):
@@ -221,13 +227,13 @@ def main(a) -> int:
                     _request(c, prompts[0], 4)  # warm-up
                     seq = [_request(c, p, a.tokens) for p in prompts[-a.anchor_requests:]]
                 itl = [x for r in seq for x in r["itl"]]
-                anchor = 1 / statistics.median(itl)
+                anchor = statistics.median((len(r["times"]) - 1) / (r["times"][-1] - r["times"][0]) for r in seq)
                 e2e = sum(r["tokens"] for r in seq) / sum(r["end"] - r["start"] for r in seq)
                 rows.append((name, mode, "sequential (anchor)", anchor, 1.0, e2e, [r["ttft"] for r in seq], itl))
                 _log(f"  anchor {anchor:.1f} tok/s")
                 for c in levels:
                     r = _level(srv.url, prompts, c, a.rounds, a.tokens)
-                    dec = c / statistics.median(r["itl"])
+                    dec = r["decode"]
                     rows.append((name, mode, str(c), dec, dec / anchor, r["tps"], r["ttft"], r["itl"]))
                     _log(f"  {c} clients: decode {dec:.1f} tok/s ({dec / anchor:.2f}x), end to end {r['tps']:.1f}")
             finally:
