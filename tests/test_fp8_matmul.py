@@ -74,6 +74,25 @@ def test_fp8_matmul_large(monkeypatch, isa, m, n, k, block):
     check_matmul(rng.standard_normal((m, k)), codes, scales, block, "float32")
 
 
+@pytest.mark.parametrize("isa", ISAS)
+@given(data=st.data(), m=st.integers(2, 32), n=RAGGED, k=RAGGED, dtype=st.sampled_from(list(DTYPES)),
+       seed=st.integers(0, 2**16))
+def test_fp8_matmul_rows_do_not_depend_on_the_batch(monkeypatch, isa, data, m, n, k, dtype, seed):
+    """Up to 32 rows (continuous batching's decode step), each row's result is bit-identical to that
+    row alone, so a sequence decodes the same tokens batched as by itself."""
+    monkeypatch.setenv("TANDEM_ISA", isa)
+    block = data.draw(block_sizes(n, k))
+    rng = np.random.default_rng(seed)
+    codes, scales = (mx.array(a) for a in quantized(rng, n, k, block))
+    # rows of different magnitudes: the activation rescaling is shared by the batch
+    x = rng.standard_normal((m, k)) * 2.0 ** rng.integers(-8, 9, (m, 1))
+    xm = mx.array(x.astype(np.float32)).astype(DTYPES[dtype])
+    batched = np.array(tdm.fp8_matmul(xm, codes, scales, block_size=block).astype(mx.float32))
+    for i in data.draw(st.lists(st.integers(0, m - 1), min_size=1, max_size=4, unique=True)):
+        alone = np.array(tdm.fp8_matmul(xm[i:i + 1], codes, scales, block_size=block).astype(mx.float32))
+        np.testing.assert_array_equal(batched[i:i + 1], alone, err_msg=f"row {i} of {m}")
+
+
 @pytest.mark.parametrize("batch_shape", [(2,), (2, 3), (1, 1, 1)])
 def test_fp8_matmul_batch_dims(batch_shape):
     rng = np.random.default_rng(3)

@@ -45,6 +45,75 @@ inline void split_range(int64_t n, int parts, int i, int64_t& lo, int64_t& hi) {
   hi = n * (i + 1) / parts;
 }
 
+constexpr int kLine = 64;
+
+// Calls f(std::integral_constant<int, I>) for I = B, B + Step, ... < E.
+template <int B, int E, int Step, class F>
+inline void static_for(F&& f) {
+  if constexpr (B < E) {
+    f(std::integral_constant<int, B>{});
+    static_for<B + Step, E, Step>(f);
+  }
+}
+
+// The two partial sums (even / odd vectors: two FMA chains) of one scale block
+// [kb, kend) for R weight rows w[] against MP activation rows x.
+template <class S, int MP, int R>
+inline void block_partials(const float* x, int64_t K, const uint8_t* const* w, int64_t kb, int64_t kend,
+                           bool prefetch, typename S::V (&part)[MP][R][2]) {
+  using V = typename S::V;
+  constexpr int W = S::W;
+  TANDEM_UNROLL
+  for (int m = 0; m < MP; ++m)
+    TANDEM_UNROLL
+    for (int r = 0; r < R; ++r) part[m][r][0] = part[m][r][1] = S::zero();
+  // NV * W codes of every row against the MP activation rows; the NV vectors
+  // alternate between the two partial sums.
+  auto step = [&](int64_t k, auto nv) __attribute__((always_inline)) {
+    constexpr int NV = decltype(nv)::value;
+    V xv[MP][NV];
+    TANDEM_UNROLL
+    for (int m = 0; m < MP; ++m)
+      TANDEM_UNROLL
+      for (int i = 0; i < NV; ++i) xv[m][i] = S::load(x + m * K + k + i * W);
+    TANDEM_UNROLL
+    for (int r = 0; r < R; ++r) {
+      V wv[NV];
+      TANDEM_UNROLL
+      for (int i = 0; i < NV; i += 2) S::decode2(w[r] + k + i * W, wv[i], wv[i + 1]);
+      TANDEM_UNROLL
+      for (int i = 0; i < NV; ++i)
+        TANDEM_UNROLL
+        for (int m = 0; m < MP; ++m) part[m][r][i & 1] = S::fma(wv[i], xv[m][i], part[m][r][i & 1]);
+    }
+  };
+  using Two = std::integral_constant<int, 2>;
+  using Wide = std::integral_constant<int, MP <= 2 ? 4 : 2>;  // MP > 2: x registers run out
+  int64_t k = kb;
+  // One cache line of each row per iteration, with its prefetch.
+  for (; k + kLine <= kend; k += kLine) {
+    if (prefetch) {
+      TANDEM_UNROLL
+      for (int r = 0; r < R; ++r) __builtin_prefetch(w[r] + K + k);
+    }
+    TANDEM_UNROLL
+    for (int j = 0; j < kLine; j += Wide::value * W) step(k + j, Wide{});
+  }
+  for (; k + 2 * W <= kend; k += 2 * W) step(k, Two{});
+  for (; k < kend; k += W) {
+    const int rem = static_cast<int>(std::min<int64_t>(W, kend - k));
+    TANDEM_UNROLL
+    for (int r = 0; r < R; ++r) {
+      const V wv = rem == W ? S::decode(w[r] + k) : S::decode_partial(w[r] + k, rem);
+      TANDEM_UNROLL
+      for (int m = 0; m < MP; ++m) {
+        const V xm = rem == W ? S::load(x + m * K + k) : S::load_partial(x + m * K + k, rem);
+        part[m][r][0] = S::fma(wv, xm, part[m][r][0]);
+      }
+    }
+  }
+}
+
 // R weight rows at once against M activation rows: each x vector loaded from
 // L1/L2 serves R rows (x in float32 is 4 bytes per code byte, so without this
 // the x reads, not the weight stream, bound the kernel).
@@ -54,13 +123,17 @@ inline void split_range(int64_t n, int parts, int i, int64_t& lo, int64_t& hi) {
 // The R rows are rs rows apart (see gemv_rows). With `prefetch`, each row's
 // successor (the next row of its stream) is fetched at the same column while
 // these are streamed, so a stream does not stall at every row end.
-constexpr int kLine = 64;
-
+// Each block is swept in passes of at most S::kGemvPassRows activation rows:
+// their 2 x rows partial sums stay in registers (all 8 rows at once need 16
+// accumulators plus the decoded codes, more than AVX2's 16 ymm registers, and
+// the spills halved its speed); the block's codes are re-read from L1 by the
+// later passes. Every row's arithmetic is the same whatever M and the pass
+// split, so a row's result does not depend on the rows batched with it.
 template <class S, int M, int R>
 inline void gemv_block(const Fp8MatmulArgs& a, const float* x, const float* out, int64_t n, int64_t rs,
                        bool prefetch) {
   using V = typename S::V;
-  constexpr int W = S::W;
+  constexpr int MS = M < S::kGemvPassRows ? M : S::kGemvPassRows;
   const int64_t K = a.K, bk = a.bk, sc = a.scale_cols();
   const uint8_t* w[R];
   const float* srow[R];
@@ -77,62 +150,18 @@ inline void gemv_block(const Fp8MatmulArgs& a, const float* x, const float* out,
   // kb / bk counted, not divided: a 64-bit division per block and row cost ~10%.
   for (int64_t kb = 0, blk = 0; kb < K; kb += bk, ++blk) {
     const int64_t kend = std::min(K, kb + bk);
-    V part[M][R][2];
-    TANDEM_UNROLL
-    for (int m = 0; m < M; ++m)
-      TANDEM_UNROLL
-      for (int r = 0; r < R; ++r) part[m][r][0] = part[m][r][1] = S::zero();
-    // NV * W codes of every row against the M activation rows; the NV vectors
-    // alternate between the two partial sums (two FMA chains per row).
-    auto step = [&](int64_t k, auto nv) __attribute__((always_inline)) {
-      constexpr int NV = decltype(nv)::value;
-      V xv[M][NV];
-      TANDEM_UNROLL
-      for (int m = 0; m < M; ++m)
-        TANDEM_UNROLL
-        for (int i = 0; i < NV; ++i) xv[m][i] = S::load(x + m * K + k + i * W);
+    static_for<0, M, MS>([&](auto m0c) __attribute__((always_inline)) {
+      constexpr int m0 = decltype(m0c)::value, MP = M - m0 < MS ? M - m0 : MS;
+      V part[MP][R][2];
+      block_partials<S, MP, R>(x + m0 * K, K, w, kb, kend, prefetch && m0 == 0, part);
       TANDEM_UNROLL
       for (int r = 0; r < R; ++r) {
-        V wv[NV];
+        const V s = S::set1(srow[r][blk]);
         TANDEM_UNROLL
-        for (int i = 0; i < NV; i += 2) S::decode2(w[r] + k + i * W, wv[i], wv[i + 1]);
-        TANDEM_UNROLL
-        for (int i = 0; i < NV; ++i)
-          TANDEM_UNROLL
-          for (int m = 0; m < M; ++m) part[m][r][i & 1] = S::fma(wv[i], xv[m][i], part[m][r][i & 1]);
+        for (int m = 0; m < MP; ++m)
+          acc[m0 + m][r] = S::fma(S::add(part[m][r][0], part[m][r][1]), s, acc[m0 + m][r]);
       }
-    };
-    using Two = std::integral_constant<int, 2>;
-    using Wide = std::integral_constant<int, M <= 2 ? 4 : 2>;  // M > 2: x registers run out
-    int64_t k = kb;
-    // One cache line of each row per iteration, with its prefetch.
-    for (; k + kLine <= kend; k += kLine) {
-      if (prefetch) {
-        TANDEM_UNROLL
-        for (int r = 0; r < R; ++r) __builtin_prefetch(w[r] + K + k);
-      }
-      TANDEM_UNROLL
-      for (int j = 0; j < kLine; j += Wide::value * W) step(k + j, Wide{});
-    }
-    for (; k + 2 * W <= kend; k += 2 * W) step(k, Two{});
-    for (; k < kend; k += W) {
-      const int rem = static_cast<int>(std::min<int64_t>(W, kend - k));
-      TANDEM_UNROLL
-      for (int r = 0; r < R; ++r) {
-        const V wv = rem == W ? S::decode(w[r] + k) : S::decode_partial(w[r] + k, rem);
-        TANDEM_UNROLL
-        for (int m = 0; m < M; ++m) {
-          const V xm = rem == W ? S::load(x + m * K + k) : S::load_partial(x + m * K + k, rem);
-          part[m][r][0] = S::fma(wv, xm, part[m][r][0]);
-        }
-      }
-    }
-    TANDEM_UNROLL
-    for (int r = 0; r < R; ++r) {
-      const V s = S::set1(srow[r][blk]);
-      TANDEM_UNROLL
-      for (int m = 0; m < M; ++m) acc[m][r] = S::fma(S::add(part[m][r][0], part[m][r][1]), s, acc[m][r]);
-    }
+    });
   }
   TANDEM_UNROLL
   for (int m = 0; m < M; ++m)

@@ -13,6 +13,7 @@ namespace tandem::cpu {
 struct SimdAvx2 {
   static constexpr int W = 8;
   static constexpr int MR = 6;  // 6 x 16 micro-tile: 12 accumulators of 16 ymm registers
+  static constexpr int kGemvPassRows = 4;  // GEMV rows per pass (fp8_matmul_simd.h): 4 x 2 partial sums + codes fit 16 ymm
   using V = __m256;
 
   static V zero() { return _mm256_setzero_ps(); }

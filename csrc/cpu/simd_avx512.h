@@ -12,6 +12,7 @@ namespace tandem::cpu {
 struct SimdAvx512 {
   static constexpr int W = 16;   // floats per vector
   static constexpr int MR = 12;  // GEMM micro-tile rows; NR = 2 * W columns
+  static constexpr int kGemvPassRows = 8;  // GEMV rows per pass (fp8_matmul_simd.h): 8 x 2 partial sums fit 32 zmm
   using V = __m512;
 
   static V zero() { return _mm512_setzero_ps(); }

@@ -12,6 +12,7 @@ namespace tandem::cpu {
 struct SimdNeon {
   static constexpr int W = 4;
   static constexpr int MR = 8;  // 8 x 8 micro-tile: 16 accumulators of 32 q registers
+  static constexpr int kGemvPassRows = 8;  // GEMV rows per pass (fp8_matmul_simd.h); not measured lower on NEON
   using V = float32x4_t;
 
   static V zero() { return vdupq_n_f32(0.0f); }
