@@ -10,7 +10,6 @@
 #endif
 
 namespace tandem {
-namespace {
 
 cpu::ElemType elem_type(mx::Dtype t) {
   if (t == mx::float16) return cpu::ElemType::F16;
@@ -42,8 +41,6 @@ const void* strided_view(const mx::array& a, std::vector<char>& tmp, int64_t str
   strides[0] = strides[1] * a.shape(1);
   return tmp.data();
 }
-
-} // namespace
 
 void FusedAttention::eval_cpu(const std::vector<mx::array>& inputs, mx::array& out) {
   std::vector<mx::array> outs{out};

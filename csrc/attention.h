@@ -4,6 +4,7 @@
 
 #include <optional>
 
+#include "cpu/attention.h"
 #include "cpu/isa.h"
 #include "primitive_base.h"
 
@@ -27,6 +28,12 @@ class FusedAttention : public mx::UnaryPrimitive {
   bool causal_;
   cpu::Isa isa_;
 };
+
+// Element type of a float array for the CPU kernels.
+cpu::ElemType elem_type(mx::Dtype t);
+// Base pointer and (batch, head, position) element strides of a 4-d array inside eval: read in
+// place when its last dimension is contiguous, else gathered into tmp first.
+const void* strided_view(const mx::array& a, std::vector<char>& tmp, int64_t strides[3]);
 
 // q (B, Hq, Lq, Dk), k (B, Hkv, Lk, Dk), v (B, Hkv, Lk, Dv) -> (B, Hq, Lq, Dv) in q's dtype.
 // scale defaults to 1/sqrt(Dk); with causal, query i sits at key position Lk - Lq + i.

@@ -14,6 +14,7 @@
 #include <nanobind/ndarray.h>
 
 #include "attention.h"
+#include "attention_rows.h"
 #include "mlx/transforms.h"
 #include "cpu/hugepages.h"
 #include "cpu/isa.h"
@@ -91,6 +92,13 @@ NB_MODULE(_ext, m) {
         "causal the queries are the last Lq of the Lk positions. float32 softmax and accumulation; K/V "
         "may be strided views into a larger cache (read in place).");
 
+  m.def("attention_rows", &tandem::attention_rows, "q"_a, "k"_a, "v"_a, "k_caches"_a, "v_caches"_a, "offsets"_a,
+        nb::kw_only(), "scale"_a = nb::none(), "stream"_a = nb::none(),
+        "Attention of a ragged batch, each row its own sequence with its own cache: q (B, Hq, L, Dk), k "
+        "(B, Hkv, L, Dk), v (B, Hkv, L, Dv) are row b's positions offsets[b] .. offsets[b] + L - 1; "
+        "k_caches[b] (1, Hkv, cap, Dk) / v_caches[b] (1, Hkv, cap, Dv) its buffers. Returns (out (B, Hq, L, "
+        "Dv), k buffers, v buffers) with the new positions written (in place when the buffers can be "
+        "donated) and each row attending causally over its offsets[b] + L keys. CPU only.");
   m.def("silu_mul", &tandem::silu_mul, "gate"_a, "up"_a, nb::kw_only(), "stream"_a = nb::none(),
         "silu(gate) * up (SwiGLU) in float32, one rounding to the promoted dtype. CPU only.");
   m.def("rope", &tandem::rope, "x"_a, "inv_freq"_a, "offset"_a = 0, nb::kw_only(), "row_offsets"_a = nb::none(),

@@ -18,12 +18,11 @@ namespace mx = mlx::core;
                            "use a CPU stream");
 }
 
-// Allocates the outputs and queues fn on the primitive's CPU stream with
-// inputs and outputs kept alive until it has run.
+// Queues fn on the primitive's CPU stream with inputs and outputs (already
+// given their buffers) kept alive until it has run.
 template <class F>
-void dispatch_cpu(const mx::Stream& s, const std::vector<mx::array>& inputs,
-                  std::vector<mx::array>& outputs, F&& fn) {
-  for (auto& o : outputs) o.set_data(mx::allocator::malloc(o.nbytes()));
+void enqueue_cpu(const mx::Stream& s, const std::vector<mx::array>& inputs,
+                 std::vector<mx::array>& outputs, F&& fn) {
   auto& enc = mx::cpu::get_command_encoder(s);
   for (auto& i : inputs) enc.set_input_array(i);
   for (auto& o : outputs) enc.set_output_array(o);
@@ -33,6 +32,14 @@ void dispatch_cpu(const mx::Stream& s, const std::vector<mx::array>& inputs,
   enc.dispatch([in = std::move(in), out = std::move(out), fn = std::forward<F>(fn)]() mutable {
     fn(in, out);
   });
+}
+
+// Allocates the outputs, then enqueue_cpu.
+template <class F>
+void dispatch_cpu(const mx::Stream& s, const std::vector<mx::array>& inputs,
+                  std::vector<mx::array>& outputs, F&& fn) {
+  for (auto& o : outputs) o.set_data(mx::allocator::malloc(o.nbytes()));
+  enqueue_cpu(s, inputs, outputs, std::forward<F>(fn));
 }
 
 } // namespace tandem

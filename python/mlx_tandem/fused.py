@@ -30,6 +30,12 @@ def mlx_ops():
         _native = prev
 
 
+def native_rows(attn) -> bool:
+    """Whether an attention layer runs a ragged batch through _ext.attention_rows: on CPU, unless its
+    `attend` was swapped (the benchmarks' plain-MLX anchor); elsewhere each row runs MLX's ops."""
+    return _on_cpu() and "attend" not in vars(attn)
+
+
 def silu_mul(gate: mx.array, up: mx.array) -> mx.array:
     """SwiGLU: silu(gate) * up."""
     return _ext.silu_mul(gate, up) if _on_cpu() else nn.silu(gate) * up

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import mlx.core as mx
 
+from .. import _ext
+
 
 class _StepBuffers:
     """One or more (B, H, capacity, D_i) buffers that advance together along axis 2.
@@ -86,6 +88,23 @@ class RowCaches(list):
     (and position), as continuous batching builds them. Attention layers run their position-dependent
     part (RoPE, the cache update, attention) row by row through `each_row`; everything else (the
     projections, the MLP: the weight reads) runs once for all rows."""
+
+
+def attend_rows(caches: RowCaches, q: mx.array, k: mx.array, v: mx.array, scale: float) -> mx.array:
+    """A ragged batch's cache update and causal attention as one native op (CPU): q (B, Hq, L, Dk),
+    k/v (B, Hkv, L, D) already rotated, row b at its own cache's position -> (B, Hq, L, Dv). Each row's
+    buffers are replaced by the op's outputs, so nothing else holds the old ones and MLX updates them
+    in place."""
+    L = k.shape[2]
+    for i, c in enumerate(caches):
+        if c.buffers is None or c.offset + L > c.buffers[0].shape[2]:
+            c._grow((k[i:i + 1], v[i:i + 1]), c.offset + L)
+    out, ks, vs = _ext.attention_rows(q, k, v, [c.buffers[0] for c in caches], [c.buffers[1] for c in caches],
+                                      [c.offset for c in caches], scale=scale)
+    for c, kb, vb in zip(caches, ks, vs):
+        c.buffers = [kb, vb]
+        c.offset += L
+    return out
 
 
 def each_row(cache, fn, *xs: mx.array) -> mx.array:

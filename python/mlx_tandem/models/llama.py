@@ -9,7 +9,7 @@ from .. import _ext, fused
 from ..nn import FP8Linear, fuse_gate_up, use_huge_pages
 from ..rotary import RoPE
 from .base import ModelArgs, run_layers
-from .cache import KVCache, RowCaches, each_row
+from .cache import KVCache, RowCaches, attend_rows, each_row
 
 
 class Attention(nn.Module):
@@ -50,7 +50,11 @@ class Attention(nn.Module):
             self._check_window(max(offsets), L)
             q = self.rope(q, offsets).transpose(0, 2, 1, 3)
             k = self.rope(k, offsets).transpose(0, 2, 1, 3)
-            o = each_row(cache, self._cached_attend, q, k, v.transpose(0, 2, 1, 3))
+            v = v.transpose(0, 2, 1, 3)
+            if fused.native_rows(self):  # every row's cache update and attention in one op
+                o = attend_rows(cache, q, k, v, self.scale)
+            else:
+                o = each_row(cache, self._cached_attend, q, k, v)
             return self.o_proj(o.transpose(0, 2, 1, 3).reshape(B, L, -1))
         return self.o_proj(each_row(cache, self._attend_at, q, k, v))
 

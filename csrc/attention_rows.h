@@ -1,0 +1,43 @@
+// Attention for a ragged batch (continuous batching): row b of the batch is its
+// own sequence with its own K/V cache buffers at its own position. One op
+// writes every row's new keys/values into its buffers (in place when MLX can
+// donate them) and attends each row over its valid prefix, instead of ~8 small
+// MLX ops per row and layer (slices, cache updates, views, a concatenate).
+#pragma once
+
+#include <optional>
+
+#include "cpu/isa.h"
+#include "primitive_base.h"
+
+namespace tandem {
+
+class AttentionRows : public mx::Primitive {
+ public:
+  AttentionRows(mx::Stream s, float scale, std::vector<int64_t> offsets, cpu::Isa isa)
+      : mx::Primitive(s), scale_(scale), offsets_(std::move(offsets)), isa_(isa) {}
+  void eval_cpu(const std::vector<mx::array>& inputs, std::vector<mx::array>& outputs) override;
+  void eval_gpu(const std::vector<mx::array>&, std::vector<mx::array>&) override { no_gpu(name()); }
+  const char* name() const override { return "AttentionRows"; }
+  bool is_equivalent(const mx::Primitive& other) const override {
+    auto& o = static_cast<const AttentionRows&>(other);
+    return scale_ == o.scale_ && offsets_ == o.offsets_ && isa_ == o.isa_;
+  }
+
+ private:
+  float scale_;
+  std::vector<int64_t> offsets_;
+  cpu::Isa isa_;
+};
+
+// q (B, Hq, L, Dk), k (B, Hkv, L, Dk), v (B, Hkv, L, Dv): the batch's new positions, row b at
+// positions offsets[b] .. offsets[b] + L - 1 of its sequence. k_caches[b] (1, Hkv, cap_b, Dk) and
+// v_caches[b] (1, Hkv, cap_b, Dv) are row b's buffers, cap_b >= offsets[b] + L, positions before
+// offsets[b] already filled. Returns (out (B, Hq, L, Dv), new k buffers, new v buffers): the buffers
+// with the new positions written; out is causal attention of each row over its offsets[b] + L keys.
+std::tuple<mx::array, std::vector<mx::array>, std::vector<mx::array>> attention_rows(
+    const mx::array& q, const mx::array& k, const mx::array& v, const std::vector<mx::array>& k_caches,
+    const std::vector<mx::array>& v_caches, const std::vector<int64_t>& offsets,
+    std::optional<float> scale = std::nullopt, mx::StreamOrDevice s = {});
+
+} // namespace tandem
