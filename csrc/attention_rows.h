@@ -35,6 +35,7 @@ class AttentionRows : public mx::Primitive {
 // v_caches[b] (1, Hkv, cap_b, Dv) are row b's buffers, cap_b >= offsets[b] + L, positions before
 // offsets[b] already filled. Returns (out (B, Hq, L, Dv), new k buffers, new v buffers): the buffers
 // with the new positions written; out is causal attention of each row over its offsets[b] + L keys.
+// The buffers are written in place unless an evaluated view of them is alive (see eval_cpu).
 std::tuple<mx::array, std::vector<mx::array>, std::vector<mx::array>> attention_rows(
     const mx::array& q, const mx::array& k, const mx::array& v, const std::vector<mx::array>& k_caches,
     const std::vector<mx::array>& v_caches, const std::vector<int64_t>& offsets,
