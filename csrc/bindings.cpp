@@ -92,15 +92,16 @@ NB_MODULE(_ext, m) {
         "causal the queries are the last Lq of the Lk positions. float32 softmax and accumulation; K/V "
         "may be strided views into a larger cache (read in place).");
 
-  m.def("attention_rows", &tandem::attention_rows, "q"_a, "k"_a, "v"_a, "k_caches"_a, "v_caches"_a, "offsets"_a,
-        nb::kw_only(), "scale"_a = nb::none(), "stream"_a = nb::none(),
+  m.def("attention_rows", &tandem::attention_rows, "q"_a, "k"_a, "v"_a.none(), "k_caches"_a, "v_caches"_a,
+        "offsets"_a, nb::kw_only(), "scale"_a = nb::none(), "value_dim"_a = nb::none(), "stream"_a = nb::none(),
         "Attention of a ragged batch, each row its own sequence with its own cache: q (B, Hq, L, Dk), k "
         "(B, Hkv, L, Dk), v (B, Hkv, L, Dv) are row b's positions offsets[b] .. offsets[b] + L - 1; "
         "k_caches[b] (1, Hkv, cap, Dk) / v_caches[b] (1, Hkv, cap, Dv) its buffers. Returns (out (B, Hq, L, "
         "Dv), k buffers, v buffers) with the new positions written and each row attending causally over "
         "its offsets[b] + L keys. The buffers are written in place (the returned ones share their memory) "
         "unless an evaluated view of them is alive, then copied first: positions from offsets[b] on of "
-        "the arrays passed in may change. CPU only.");
+        "the arrays passed in may change. v=None, v_caches=[] and value_dim: the values are the keys' first "
+        "value_dim features (MLA's latent cache, one buffer per row). CPU only.");
   m.def("silu_mul", &tandem::silu_mul, "gate"_a, "up"_a, nb::kw_only(), "stream"_a = nb::none(),
         "silu(gate) * up (SwiGLU) in float32, one rounding to the promoted dtype. CPU only.");
   m.def("rope", &tandem::rope, "x"_a, "inv_freq"_a, "offset"_a = 0, nb::kw_only(), "row_offsets"_a = nb::none(),

@@ -67,6 +67,28 @@ def test_attention_rows_matches_reference(monkeypatch, isa, p, dtype, layout, se
         np.testing.assert_allclose(got[b:b + 1], want, rtol=TOL[dtype], atol=TOL[dtype], err_msg=f"row {b}")
 
 
+@pytest.mark.parametrize("isa", ISAS)
+@given(p=problems(), dtype=st.sampled_from(list(DTYPES)), seed=st.integers(0, 2**16))
+def test_attention_rows_latent_cache(monkeypatch, isa, p, dtype, seed):
+    """MLA's latent cache: one buffer per row, the values its first value_dim features."""
+    monkeypatch.setenv("TANDEM_ISA", isa)
+    hq, hkv, L, dk, dv, offsets, caps = p
+    dv = min(dv, dk)
+    B, rng = len(offsets), np.random.default_rng(seed)
+    kc = [rounded(rng, (1, hkv, c, dk), dtype) for c in caps]
+    q, k = rounded(rng, (B, hq, L, dk), dtype), rounded(rng, (B, hkv, L, dk), dtype)
+    out, nk, nv = _ext.attention_rows(to_mx(q, dtype), to_mx(k, dtype), None, [to_mx(c, dtype) for c in kc], [],
+                                      offsets, value_dim=dv)
+    assert out.shape == (B, hq, L, dv) and nv == []
+    for b, off in enumerate(offsets):
+        want_k = kc[b].copy()
+        want_k[:, :, off:off + L] = k[b:b + 1]
+        np.testing.assert_array_equal(as64(nk[b]), want_k)
+        keys = want_k[:, :, :off + L]
+        want = ref.attention(q[b:b + 1], keys, keys[..., :dv])
+        np.testing.assert_allclose(as64(out[b:b + 1]), want, rtol=TOL[dtype], atol=TOL[dtype], err_msg=f"row {b}")
+
+
 def test_attention_rows_equals_fused_attention_on_each_row():
     """Bit for bit what fused_attention gives each row over its own cache prefix (a sequence
     decodes the same tokens batched as alone)."""
@@ -147,6 +169,10 @@ K1, V1 = buffers(1)
                                  K1, [mx.zeros((1, 1, 9, 4))], [0]), "the same capacity"),
     (lambda: _ext.attention_rows(mx.ones((1, 1, 2, 4)), mx.ones((1, 1, 1, 4)), mx.ones((1, 1, 1, 4)), K1, V1, [0]),
      "same batch size and length"),
+    (lambda: _ext.attention_rows(mx.ones((1, 1, 1, 4)), mx.ones((1, 1, 1, 4)), None, K1, [], [0]),
+     "give either v and v_caches, or value_dim"),
+    (lambda: _ext.attention_rows(mx.ones((1, 1, 1, 4)), mx.ones((1, 1, 1, 4)), None, K1, [], [0], value_dim=5),
+     r"value_dim must be in \[1, Dk = 4\]"),
     (lambda: _ext.attention_rows(mx.ones((1, 1, 1, 4), mx.int32), mx.ones((1, 1, 1, 4)), mx.ones((1, 1, 1, 4)),
                                  K1, V1, [0]), "q must be"),
     (lambda: _ext.attention_rows(mx.ones((1, 1, 1, 4)), mx.ones((1, 1, 1, 4)), mx.ones((1, 1, 1, 4)), K1, V1, [0],

@@ -32,8 +32,9 @@ def mlx_ops():
 
 def native_rows(attn) -> bool:
     """Whether an attention layer runs a ragged batch through _ext.attention_rows: on CPU, unless its
-    `attend` was swapped (the benchmarks' plain-MLX anchor); elsewhere each row runs MLX's ops."""
-    return _on_cpu() and "attend" not in vars(attn)
+    `attend` / `absorbed` was swapped (the benchmarks' plain-MLX anchors); elsewhere each row runs
+    MLX's ops."""
+    return _on_cpu() and "attend" not in vars(attn) and "absorbed" not in vars(attn)
 
 
 def silu_mul(gate: mx.array, up: mx.array) -> mx.array:

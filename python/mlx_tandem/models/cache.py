@@ -90,19 +90,22 @@ class RowCaches(list):
     projections, the MLP: the weight reads) runs once for all rows."""
 
 
-def attend_rows(caches: RowCaches, q: mx.array, k: mx.array, v: mx.array, scale: float) -> mx.array:
+def attend_rows(caches: RowCaches, q: mx.array, k: mx.array, v: mx.array | None, scale: float,
+                value_dim: int | None = None) -> mx.array:
     """A ragged batch's cache update and causal attention as one native op (CPU): q (B, Hq, L, Dk),
-    k/v (B, Hkv, L, D) already rotated, row b at its own cache's position -> (B, Hq, L, Dv). Each row's
-    buffers are replaced by the op's outputs, so nothing else holds the old ones and MLX updates them
-    in place."""
+    k/v (B, Hkv, L, D) already rotated, row b at its own cache's position -> (B, Hq, L, Dv). KVCaches
+    take k and v; LatentCaches take their entries as k with v=None and value_dim (the latent prefix).
+    Each row's buffers are replaced by the op's outputs, so nothing else holds the old ones and they
+    are written in place."""
     L = k.shape[2]
     for i, c in enumerate(caches):
         if c.buffers is None or c.offset + L > c.buffers[0].shape[2]:
-            c._grow((k[i:i + 1], v[i:i + 1]), c.offset + L)
-    out, ks, vs = _ext.attention_rows(q, k, v, [c.buffers[0] for c in caches], [c.buffers[1] for c in caches],
-                                      [c.offset for c in caches], scale=scale)
-    for c, kb, vb in zip(caches, ks, vs):
-        c.buffers = [kb, vb]
+            c._grow((k[i:i + 1],) if v is None else (k[i:i + 1], v[i:i + 1]), c.offset + L)
+    out, ks, vs = _ext.attention_rows(q, k, v, [c.buffers[0] for c in caches],
+                                      [] if v is None else [c.buffers[1] for c in caches],
+                                      [c.offset for c in caches], scale=scale, value_dim=value_dim)
+    for i, c in enumerate(caches):
+        c.buffers = [ks[i]] if v is None else [ks[i], vs[i]]
         c.offset += L
     return out
 

@@ -23,7 +23,7 @@ import numpy as np
 from .. import _ext, fused
 from ..nn import FP8Linear, FP8SwitchLinear, fuse_gate_up, use_huge_pages
 from .base import _rope_from_config, run_layers
-from .cache import LatentCache, RowCaches, each_row
+from .cache import LatentCache, RowCaches, attend_rows, each_row
 from .llama import MLP
 
 # Per model_type defaults where the V2 and V3 configs differ (keys the published configs may omit).
@@ -259,7 +259,10 @@ class MLA(nn.Module):
             q_pe = self.rope(q_pe.transpose(0, 2, 1, 3), offsets)                          # (B, H, L, rope)
             entries = mx.concatenate([latent[:, None], self.rope(kv[..., kvr:][:, None], offsets)], axis=-1)
             q = mx.concatenate([self._per_head(q_nope, self._wuk_t).transpose(0, 2, 1, 3), q_pe], axis=-1)
-            o_lat = each_row(cache, self._latent_rows, q, entries)                         # (B, H, L, kvr)
+            if fused.native_rows(self):  # every row's cache update and attention in one op
+                o_lat = attend_rows(cache, q, entries, None, self.scale, value_dim=kvr)    # (B, H, L, kvr)
+            else:
+                o_lat = each_row(cache, self._latent_rows, q, entries)
             o = self._per_head(o_lat.transpose(0, 2, 1, 3), self._wuv)
         else:
             o = each_row(cache, self._attend_at, q_nope, q_pe, latent, kv[..., kvr:])
