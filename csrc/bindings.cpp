@@ -15,6 +15,7 @@
 
 #include "attention.h"
 #include "attention_rows.h"
+#include "sample_tokens.h"
 #include "mlx/transforms.h"
 #include "cpu/hugepages.h"
 #include "cpu/isa.h"
@@ -102,6 +103,22 @@ NB_MODULE(_ext, m) {
         "unless an evaluated view of them is alive, then copied first: positions from offsets[b] on of "
         "the arrays passed in may change. v=None, v_caches=[] and value_dim: the values are the keys' first "
         "value_dim features (MLA's latent cache, one buffer per row). CPU only.");
+  m.def("sample_tokens", &tandem::sample_tokens, "logits"_a, "temperature"_a, "top_k"_a, "top_p"_a, "min_p"_a,
+        "key_seeds"_a, nb::kw_only(), "stream"_a = nb::none(),
+        "One token per row of logits (B, V): temperature (0: the first maximum), then top_k, top_p (the "
+        "nucleus of the top-k set, in order of logit then index) and min_p; drawn by inverse CDF over "
+        "the kept tokens in index order with one uniform number from the row's key seed (splitmix64). "
+        "-> int32 (B,). CPU only.");
+  m.def("key_uniform", &tandem::cpu::key_uniform, "key_seed"_a, "The uniform number in [0, 1) a key seed draws.");
+  m.def(
+      "sample_kept",
+      [](const std::vector<float>& row, float temperature, int64_t top_k, float top_p, float min_p) {
+        if (row.empty()) throw std::invalid_argument("sample_kept: the row must not be empty");
+        return tandem::cpu::kept_tokens(row.data(), static_cast<int64_t>(row.size()),
+                                        {temperature, top_k, top_p, min_p, 0});
+      },
+      "row"_a, "temperature"_a, "top_k"_a, "top_p"_a, "min_p"_a,
+      "The token ids sample_tokens' filters keep for one row of logits (ascending; for tests).");
   m.def("silu_mul", &tandem::silu_mul, "gate"_a, "up"_a, nb::kw_only(), "stream"_a = nb::none(),
         "silu(gate) * up (SwiGLU) in float32, one rounding to the promoted dtype. CPU only.");
   m.def("rope", &tandem::rope, "x"_a, "inv_freq"_a, "offset"_a = 0, nb::kw_only(), "row_offsets"_a = nb::none(),

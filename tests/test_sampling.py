@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from mlx_tandem import _ext
 from mlx_tandem.sampling import SamplingParams, SeedStream, sample_rows
 
 params_st = st.builds(
@@ -66,6 +67,53 @@ def test_rows_sample_from_the_reference_sets(rows, V, seed):
             np.testing.assert_allclose(out.logprobs[i], lsm[i, tok], atol=1e-5)
             np.testing.assert_array_equal(np.sort(out.top_ids[i, :p.top_logprobs]),
                                           np.sort(np.argsort(-lsm[i], kind="stable")[:p.top_logprobs]))
+
+
+def kept_reference(logits, p: SamplingParams):
+    """numpy reference of the filters applied one after another (as transformers' warpers and the
+    kernel do): temperature, top_k, top_p over the top-k set renormalised, min_p."""
+    x = logits.astype(np.float64)
+    if p.temperature == 0:
+        return [int(np.argmax(x))]
+    x = x / p.temperature
+    keep = np.isfinite(x)
+    if 0 < p.top_k < x.size:
+        keep &= logits >= np.sort(logits)[::-1][p.top_k - 1]
+    if p.top_p < 1:
+        idx = np.flatnonzero(keep)
+        order = idx[np.lexsort((idx, -logits[idx]))]  # logit descending, then index
+        w = np.exp(x[order] - x.max())
+        before = np.concatenate([[0.0], np.cumsum(w)[:-1]])
+        nucleus = np.zeros_like(keep)
+        nucleus[order[before < p.top_p * w.sum()]] = True
+        nucleus[order[0]] = True
+        keep &= nucleus
+    if p.min_p > 0:
+        keep &= x >= x.max() + np.log(p.min_p)
+    return np.flatnonzero(keep).tolist()
+
+
+@settings(max_examples=80, deadline=None)
+@given(p=params_st, V=st.sampled_from([2, 31, 33, 100, 1000, 5000]), spread=st.sampled_from([0.3, 3.0, 12.0]),
+       ties=st.booleans(), seed=st.integers(0, 2**20))
+def test_kernel_keeps_exactly_the_reference_set(p, V, spread, ties, seed):
+    """The native filters (sample_tokens) keep exactly the sequential reference set, on rows long enough
+    for the nucleus' quickselect and with many equal logits (bf16 logits tie a lot)."""
+    logits = (np.random.default_rng(seed).standard_normal(V) * spread).astype(np.float32)
+    if ties:
+        logits = np.round(logits * 4) / 4
+    got = _ext.sample_kept(logits.tolist(), p.temperature, p.top_k, p.top_p, p.min_p)
+    assert got == kept_reference(logits, p)
+
+
+def test_sample_tokens_bad_input_is_value_error():
+    ok = dict(temperature=[1.0], top_k=[0], top_p=[1.0], min_p=[0.0], key_seeds=[1])
+    for kw, match in [(dict(temperature=[-1.0]), "temperature"), (dict(top_p=[0.0]), "top_p"),
+                      (dict(top_k=[-2]), "top_k"), (dict(min_p=[2.0]), "min_p"), (dict(key_seeds=[1, 2]), "per row")]:
+        with pytest.raises(ValueError, match=match):
+            _ext.sample_tokens(mx.zeros((1, 8)), **{**ok, **kw})
+    with pytest.raises(ValueError, match="logits"):
+        _ext.sample_tokens(mx.zeros((8,)), **ok)
 
 
 def test_sampling_follows_the_distribution():

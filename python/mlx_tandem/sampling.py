@@ -17,6 +17,8 @@ from typing import Sequence
 import mlx.core as mx
 import numpy as np
 
+from . import _ext
+
 MAX_TOP_LOGPROBS = 20  # as OpenAI's API
 
 
@@ -133,22 +135,14 @@ def sample_graph(logits: mx.array, params: Sequence[SamplingParams], key_seeds: 
     logits = logits.astype(mx.float32)
     pen = _penalties(counts if counts is not None else [None] * B, params, V)
     adjusted = logits - pen if pen is not None else logits
-    hot = [i for i, p in enumerate(params) if not p.greedy]
-    if not hot:
+    if all(p.greedy for p in params):
         tokens = mx.argmax(adjusted, axis=-1)
     else:
-        # each row its own key: a row's draw does not depend on which rows share the batch
-        rows = adjusted if len(hot) == B else adjusted[mx.array(np.array(hot, np.int32))]
-        filtered = _filter(rows, [params[i] for i in hot])
-        noise = mx.stack([mx.random.gumbel((V,), key=mx.random.key(key_seeds[i])) for i in hot])
-        drawn = mx.argmax(filtered + noise, axis=-1)
-        if len(hot) == B:
-            tokens = drawn
-        else:
-            where = {i: j for j, i in enumerate(hot)}
-            greedy = mx.argmax(adjusted, axis=-1)
-            tokens = mx.concatenate([drawn[where[i]:where[i] + 1] if i in where else greedy[i:i + 1]
-                                     for i in range(B)])
+        # one native pass per row on the CPU stream whatever the device (one RNG scheme everywhere): the
+        # filters, then a draw from the row's own key, so it does not depend on the rest of the batch
+        tokens = _ext.sample_tokens(adjusted, [p.temperature for p in params], [p.top_k for p in params],
+                                    [p.top_p for p in params], [p.min_p for p in params],
+                                    [int(k) for k in key_seeds], stream=mx.cpu)
     parts = [tokens.astype(mx.int32)]
     if any(p.wants_logprobs for p in params):
         lp = logits - mx.logsumexp(logits, axis=-1, keepdims=True)
@@ -171,8 +165,9 @@ def to_sampled(parts: list[mx.array]) -> Sampled:
 
 def sample_rows(logits: mx.array, params: Sequence[SamplingParams], key_seeds: Sequence[int],
                 counts: Sequence[np.ndarray | None] | None = None) -> Sampled:
-    """Sample one token per row of `logits` (B, V): row i with params[i], the key
-    mx.random.key(key_seeds[i]) and counts[i] = the tokens it generated so far (for penalties)."""
+    """Sample one token per row of `logits` (B, V): row i with params[i], the key seed key_seeds[i]
+    (one uniform number, drawn by _ext.key_uniform, picks the token by inverse CDF over the kept
+    tokens) and counts[i] = the tokens it generated so far (for penalties)."""
     parts = sample_graph(logits, params, key_seeds, counts)
     mx.eval(parts)
     return to_sampled(parts)
