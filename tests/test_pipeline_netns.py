@@ -5,6 +5,7 @@ permitted (not root, or no iproute2)."""
 import json
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -49,6 +50,16 @@ def start_pair(hosts, *rank0_args, relay_ms=None):
     return r0, r1, relay
 
 
+def wait_for_line(stream, line, timeout):
+    """Reads stream until `line` (True) or timeout / end of stream (False)."""
+    found = []
+    reader = threading.Thread(target=lambda: found.append(any(x.strip() == line for x in iter(stream.readline, ""))),
+                              daemon=True)
+    reader.start()
+    reader.join(timeout)
+    return bool(found and found[0])
+
+
 def finish(*procs, timeout=60):
     outs = []
     for p in procs:
@@ -91,7 +102,10 @@ def test_latency_and_a_slow_link(hosts, capsys):
 
 def test_cut_link_is_a_deadline_error_on_both_hosts(hosts):
     r0, r1, _ = start_pair(hosts, "--tokens", "8", "--rounds", "100000")
-    time.sleep(2.5)  # both processes up and generating
+    # both processes up and generating (a fixed sleep raced rank 1's start on a loaded machine, and rank 0
+    # then sat in accept() past the deadline)
+    assert wait_for_line(r0.stderr, "generating", 60), "rank 1 never connected"
+    time.sleep(0.5)
     assert r0.poll() is None and r1.poll() is None
     hosts.link(False)
     t_cut = time.monotonic()

@@ -36,6 +36,7 @@ def main():
     listener = auth.Listener(a.host, a.port, creds, timeout=a.timeout, handshake_timeout=a.timeout)
     print("listening", file=sys.stderr, flush=True)
     pipe = Pipeline(ToyModel(CONFIG, (0, a.split)), listener.accept(30), prefill_chunk=a.chunk)
+    print("generating", file=sys.stderr, flush=True)
     out = {"tokens": None, "seconds": []}
     t0 = time.monotonic()
     try:

@@ -244,6 +244,9 @@ def main(a) -> int:
           "ITL p50 / p99 ms |")
     print("|---|---|---|---|---|---|---|---|")
     for name, mode, c, tps, ratio, e2e, ttft, itl in rows:
+        if not ttft:  # generate's own loop: a rate, no requests
+            print(f"| {name} | {mode} | {c} | {tps:.1f} | | | | |")
+            continue
         print(f"| {name} | {mode} | {c} | {tps:.1f} | {ratio:.2f}x | {e2e:.1f} | {_pct(ttft, 50):.0f} / "
               f"{_pct(ttft, 99):.0f} | {_pct(itl, 50):.1f} / {_pct(itl, 99):.1f} |")
     single = {(n, c): t for n, m, c, t, *_ in rows if m == "single"}
