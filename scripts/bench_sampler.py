@@ -4,11 +4,9 @@
     TANDEM_NUM_THREADS=1 taskset -c 1 python scripts/bench_sampler.py
 """
 
-import time
-
 import mlx.core as mx
-import numpy as np
 
+from mlx_tandem.bench.timing import measure
 from mlx_tandem.sampling import SamplingParams, sample_graph
 
 V = 49152
@@ -17,14 +15,8 @@ CASES = {"greedy": SamplingParams(), "temperature": SamplingParams(temperature=0
          "min_p 0.05": SamplingParams(temperature=0.7, min_p=0.05)}
 
 
-def median_ms(fn, n=20):
-    fn()
-    times = []
-    for _ in range(n):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return float(np.median(times)) * 1e3
+def median_ms(fn):
+    return measure(fn, reps=20)[0] * 1e3
 
 
 for B in (1, 8):
