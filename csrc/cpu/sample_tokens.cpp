@@ -113,7 +113,10 @@ std::vector<int32_t> kept_tokens(const float* logits, int64_t V, const SamplePar
 int32_t sample_row(const float* logits, int64_t V, const SampleParams& p) {
   const std::vector<int32_t> kept = kept_tokens(logits, V, p);
   if (kept.size() == 1) return kept[0];
-  const double t = p.temperature, top = logits[first_max(logits, V)] / t;
+  // the first maximum is always kept (top_k, the nucleus and min_p all keep it): no second pass over V
+  float best = logits[kept[0]];
+  for (int32_t i : kept) best = std::max(best, logits[i]);
+  const double t = p.temperature, top = best / t;
   double total = 0.0;
   for (int32_t i : kept) total += std::exp(logits[i] / t - top);
   const double target = key_uniform(p.key_seed) * total;
