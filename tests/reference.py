@@ -128,3 +128,28 @@ def silu_mul(g, u):
 def rms_norm(x, w, eps):
     x = np.asarray(x, np.float64)
     return x / np.sqrt(np.mean(x * x, -1, keepdims=True) + eps) * np.asarray(w, np.float64)
+
+
+def sample_kept(logits, temperature, top_k, top_p, min_p):
+    """The token ids a sampler keeps for one row of logits (ascending), the filters applied one after
+    another as transformers' warpers and the kernel do: temperature (0: the first maximum), top_k (ties
+    at the k-th kept), top_p over the top-k set renormalised (in order of logit, then index), min_p."""
+    x = logits.astype(np.float64)
+    if temperature == 0:
+        return [int(np.argmax(x))]
+    x = x / temperature
+    keep = np.isfinite(x)
+    if 0 < top_k < x.size:
+        keep &= logits >= np.sort(logits)[::-1][top_k - 1]
+    if top_p < 1:
+        idx = np.flatnonzero(keep)
+        order = idx[np.lexsort((idx, -logits[idx]))]  # logit descending, then index
+        w = np.exp(x[order] - x.max())
+        before = np.concatenate([[0.0], np.cumsum(w)[:-1]])
+        nucleus = np.zeros_like(keep)
+        nucleus[order[before < top_p * w.sum()]] = True
+        nucleus[order[0]] = True
+        keep &= nucleus
+    if min_p > 0:
+        keep &= x >= x.max() + np.log(min_p)
+    return np.flatnonzero(keep).tolist()

@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import reference as ref
 from mlx_tandem import _ext
 from mlx_tandem.sampling import SamplingParams, SeedStream, sample_rows
 
@@ -69,30 +70,6 @@ def test_rows_sample_from_the_reference_sets(rows, V, seed):
                                           np.sort(np.argsort(-lsm[i], kind="stable")[:p.top_logprobs]))
 
 
-def kept_reference(logits, p: SamplingParams):
-    """numpy reference of the filters applied one after another (as transformers' warpers and the
-    kernel do): temperature, top_k, top_p over the top-k set renormalised, min_p."""
-    x = logits.astype(np.float64)
-    if p.temperature == 0:
-        return [int(np.argmax(x))]
-    x = x / p.temperature
-    keep = np.isfinite(x)
-    if 0 < p.top_k < x.size:
-        keep &= logits >= np.sort(logits)[::-1][p.top_k - 1]
-    if p.top_p < 1:
-        idx = np.flatnonzero(keep)
-        order = idx[np.lexsort((idx, -logits[idx]))]  # logit descending, then index
-        w = np.exp(x[order] - x.max())
-        before = np.concatenate([[0.0], np.cumsum(w)[:-1]])
-        nucleus = np.zeros_like(keep)
-        nucleus[order[before < p.top_p * w.sum()]] = True
-        nucleus[order[0]] = True
-        keep &= nucleus
-    if p.min_p > 0:
-        keep &= x >= x.max() + np.log(p.min_p)
-    return np.flatnonzero(keep).tolist()
-
-
 @settings(max_examples=80, deadline=None)
 @given(p=params_st, V=st.sampled_from([2, 31, 33, 100, 1000, 5000]), spread=st.sampled_from([0.3, 3.0, 12.0]),
        ties=st.booleans(), seed=st.integers(0, 2**20))
@@ -103,7 +80,7 @@ def test_kernel_keeps_exactly_the_reference_set(p, V, spread, ties, seed):
     if ties:
         logits = np.round(logits * 4) / 4
     got = _ext.sample_kept(logits.tolist(), p.temperature, p.top_k, p.top_p, p.min_p)
-    assert got == kept_reference(logits, p)
+    assert got == ref.sample_kept(logits, p.temperature, p.top_k, p.top_p, p.min_p)
 
 
 def test_sample_tokens_bad_input_is_value_error():
